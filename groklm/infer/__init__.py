@@ -1,0 +1,1 @@
+"""Inference: turning a model's logits into text."""

@@ -1,0 +1,97 @@
+"""Masked multi-head self-attention, with grouped-query heads and rotary positions.
+
+Each position asks a question (query), advertises what it holds (key), and offers a payload
+(value). A position's output is the average of the values of all earlier positions, weighted
+by softmax(q . k / sqrt(head_dim)). The causal mask hides the future, so the model can be
+trained to predict every next token of a sequence at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from groklm.model.config import GPTConfig
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE): rotate each (q, k) pair of dimensions by an angle
+    proportional to the position, so q . k depends only on the *relative* distance.
+    Dimension i is paired with i + head_dim/2 (the "rotate half" layout Llama uses)."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, heads, T, head_dim) -> the same, rotated by position."""
+        T = x.size(-2)
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        rotated_half = torch.cat([-second, first], dim=-1)
+        return x * cos + rotated_half * sin
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.dropout = config.dropout
+        # One matmul makes queries for every head and keys/values for the (fewer) kv heads.
+        qkv_size = (config.n_head + 2 * config.n_kv_head) * config.head_dim
+        self.qkv = nn.Linear(config.n_embd, qkv_size, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj.is_residual_projection = True
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = (
+            RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+            if config.pos == "rope"
+            else None
+        )
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """x: (B, T, n_embd) -> (B, T, n_embd); with return_weights also (B, n_head, T, T)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
+            dim=-1,
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, hd)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
+        if self.n_kv_head != self.n_head:
+            repeat = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+
+        if return_weights:
+            y, weights = explicit_attention(q, k, v)
+        else:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        y = self.resid_dropout(self.proj(y))
+        return (y, weights) if return_weights else y
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """softmax(Q K^T / sqrt(d)) V with the causal mask, written out so the weights can be seen.
+
+    The fused `scaled_dot_product_attention` computes the same thing without materialising
+    the (T, T) weight matrix; this path exists to look inside and to check the fused one.
+    """
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, heads, T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
+    scores = scores.masked_fill(future, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights

@@ -1,0 +1,88 @@
+"""GPTConfig: every shape and architectural choice of the decoder, in one dataclass.
+
+Field names follow nanoGPT (n_layer, n_head, n_embd, block_size, ...), which users know.
+The choices cover both families people meet in practice:
+  GPT-2 shape:  pos="learned", norm="layernorm", mlp="gelu",   bias=True
+  Llama shape:  pos="rope",    norm="rmsnorm",   mlp="swiglu", bias=False, n_kv_head < n_head
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from groklm.errors import ConfigError
+
+POSITIONS = ("learned", "sinusoidal", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 8192
+    block_size: int = 256  # the longest context the model sees
+    n_layer: int = 6
+    n_head: int = 6
+    n_kv_head: int | None = None  # < n_head: grouped-query attention; None: same as n_head
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    pos: str = "learned"  # learned | sinusoidal | rope
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    mlp: str = "gelu"  # gelu | swiglu
+    tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
+    mlp_hidden: int | None = None  # None: 4*n_embd for gelu, ~8/3*n_embd (multiple of 64) for swiglu
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else _swiglu_hidden(self.n_embd)
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def validate(self) -> None:
+        _choice("pos", self.pos, POSITIONS)
+        _choice("norm", self.norm, NORMS)
+        _choice("mlp", self.mlp, MLPS)
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "mlp_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise ConfigError(f"n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head}")
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ConfigError(f"rope needs an even head size, got n_embd/n_head={self.head_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"bad model config: {error}") from error
+
+
+def _swiglu_hidden(n_embd: int) -> int:
+    """SwiGLU has three matrices instead of two; 8/3 * n_embd keeps the parameter count of a 4x MLP."""
+    return 64 * ((8 * n_embd // 3 + 63) // 64)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

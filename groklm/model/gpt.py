@@ -1,0 +1,221 @@
+"""The decoder-only transformer (GPT), top to bottom.
+
+    token ids -> token embedding (+ position embedding) -> n_layer x Block -> norm -> LM head
+
+Each Block is pre-norm: x = x + attn(norm(x)); x = x + mlp(norm(x)). The residual stream
+carries information straight through; each sub-layer reads from it and writes back a delta.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from groklm.infer.sampling import check_sampling, sample_next
+from groklm.model.attention import CausalSelfAttention
+from groklm.model.config import GPTConfig
+
+IGNORE_INDEX = -100  # targets with this value add nothing to the loss (e.g. prompt tokens in SFT)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: where most of the parameters (and knowledge) live.
+
+    gelu:   proj(gelu(fc(x)))              -- GPT-2 (tanh-approximated GELU, as GPT-2 used)
+    swiglu: proj(silu(gate(x)) * fc(x))    -- Llama: a learned gate multiplies the hidden units
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.kind = config.mlp
+        self.fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
+        self.gate = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias) if self.kind == "swiglu" else None
+        self.proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
+        self.proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "swiglu":
+            hidden = F.silu(self.gate(x)) * self.fc(x)
+        else:
+            hidden = F.gelu(self.fc(x), approximate="tanh")
+        return self.dropout(self.proj(hidden))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        if return_weights:
+            delta, weights = self.attn(self.ln_1(x), return_weights=True)
+            x = x + delta
+            return x + self.mlp(self.ln_2(x)), weights
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """The fixed position code of "Attention Is All You Need": sin/cos waves of geometric wavelengths."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return table
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        # Where each token is: learned (GPT-2), fixed sinusoids (original transformer), or
+        # nothing here at all for rope, which rotates queries and keys inside attention.
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
+        if config.pos == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # one matrix reads tokens in and writes them out
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 init: N(0, 0.02); projections into the residual stream scaled by 1/sqrt(2 n_layer)
+        so the stream's variance does not grow with depth."""
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "is_residual_projection", False):
+                std /= math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ---- the forward pass -------------------------------------------------------------------
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size={self.config.block_size}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        elif self.config.pos == "sinusoidal":
+            x = x + self.pos_table[:T]
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None).
+
+        With targets (B, T), the loss is the mean cross-entropy of predicting targets[t] from
+        idx[:t+1]; positions whose target is IGNORE_INDEX are left out.
+        """
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX
+            )
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Run the explicit attention path; one (B, n_head, T, T) weight tensor per layer."""
+        x = self.embed(idx)
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, return_weights=True)
+            maps.append(weights)
+        return maps
+
+    # ---- generation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def iter_generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the next token ids (B, 1), one step at a time (for streaming).
+
+        Each step re-reads the last block_size tokens; the inference engine adds a KV cache.
+        """
+        check_sampling(temperature, top_k, top_p)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=idx.device).manual_seed(seed)
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]
+            logits, _ = self(context)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat([idx, next_id], dim=1)
+            yield next_id
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> torch.Tensor:
+        """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by sampled tokens."""
+        new = list(self.iter_generate(idx, max_new_tokens, temperature, top_k, top_p, seed))
+        return torch.cat([idx, *new], dim=1)
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (shared tensors once); non_embedding leaves out token/position tables."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.wte.weight.numel()
+            if self.wpe is not None:
+                total -= self.wpe.weight.numel()
+        return total
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 N for the matmuls with weights plus
+        12 L T d for attention scores and mixing (the PaLM appendix estimate)."""
+        T = seq_len or self.config.block_size
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * T
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "GPT":
+        """Load the model a run directory holds (config.json + model.safetensors)."""
+        from groklm.rundir import WEIGHTS_FILE, load_weights, read_config
+
+        config = GPTConfig.from_dict(read_config(run_dir)["model"])
+        model = cls(config)
+        load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+        return model.to(device).eval()
