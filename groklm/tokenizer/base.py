@@ -1,0 +1,217 @@
+"""What every groklm tokenizer offers, the streaming decoder, and the file on disk.
+
+A tokenizer directory holds one file, `tokenizer.json`, whose `"type"` field says which class
+reads it (`"bpe"` or `"char"`). `load_tokenizer(dir)` dispatches on it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from groklm.errors import TokenizerError
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+# Present in every tokenizer, in this order, after the regular vocabulary.
+DEFAULT_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+
+FILE_NAME = "tokenizer.json"
+FORMAT = "groklm-tokenizer"
+FORMAT_VERSION = 1
+REPLACEMENT = "\ufffd".encode("utf-8")  # what an id outside the vocabulary decodes to
+
+
+class BaseTokenizer:
+    """The interface shared by `Tokenizer` (byte-level BPE) and `CharTokenizer`.
+
+    Subclasses set `special_tokens` (str -> id) and implement `encode`, `decode_bytes`,
+    `token_bytes`, `vocab_size`, `to_dict` and `from_dict`.
+    """
+
+    type: str = ""
+    special_tokens: dict[str, int]
+
+    # --- to implement -----------------------------------------------------------------------
+    def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+        raise NotImplementedError
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes that `ids` stand for; an id outside the vocabulary gives U+FFFD's bytes."""
+        raise NotImplementedError
+
+    def token_bytes(self, token_id: int) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> BaseTokenizer:
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------------
+    def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | str = ()) -> list[list[int]]:
+        return [self.encode(text, allowed_special) for text in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`. Never raises: a UTF-8 sequence cut short becomes U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder to feed ids one at a time (e.g. while sampling); see `StreamDecoder`."""
+        return StreamDecoder(self)
+
+    @property
+    def eot_id(self) -> int:
+        """The id of `<|endoftext|>`, which separates documents."""
+        return self.special_tokens[ENDOFTEXT]
+
+    def _allowed(self, allowed_special: Iterable[str] | str) -> set[str]:
+        """Check and normalise an `allowed_special` argument ("all", or some special tokens)."""
+        if allowed_special == "all":
+            return set(self.special_tokens)
+        if isinstance(allowed_special, str):
+            allowed_special = {allowed_special}
+        allowed = set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise TokenizerError(
+                f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
+                f"tokenizer (it has {sorted(self.special_tokens)})"
+            )
+        return allowed
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `directory/tokenizer.json` (the directory is created). Returns the file's path."""
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / FILE_NAME
+            path.write_text(dump_json(self.to_dict()), encoding="utf-8")
+        except OSError as e:
+            raise TokenizerError(f"cannot write the tokenizer to {directory}: {e.strerror or e}") from None
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BaseTokenizer:
+        """Read a tokenizer saved with `save`; it must be of this class's type."""
+        path, data = read_tokenizer_file(directory)
+        if data.get("type") != cls.type:
+            raise TokenizerError(
+                f"{path} holds a {data.get('type')!r} tokenizer, not {cls.type!r}; use load_tokenizer()"
+            )
+        return cls.from_dict(data, str(path))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, special_tokens={len(self.special_tokens)})"
+
+
+class StreamDecoder:
+    """Turns ids into text as they arrive, emitting only complete UTF-8 characters.
+
+    `push(id)` returns the text that the new token completes (often "", when a character's
+    bytes are split across tokens); `flush()` returns what is left, an incomplete tail as U+FFFD.
+    Invalid bytes become U+FFFD as soon as they are known to be invalid.
+    """
+
+    def __init__(self, tokenizer: BaseTokenizer):
+        self._tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._decoder.decode(self._tokenizer.decode_bytes([token_id]))
+
+    def flush(self) -> str:
+        text = self._decoder.decode(b"", final=True)
+        self._decoder.reset()
+        return text
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+def dump_json(data: dict) -> str:
+    """JSON with one top-level key per line and one list item (e.g. one merge) per line."""
+    lines = ["{"]
+    keys = list(data)
+    for n, key in enumerate(keys):
+        value = data[key]
+        comma = "," if n < len(keys) - 1 else ""
+        if isinstance(value, list) and value:
+            items = [json.dumps(item, ensure_ascii=False) for item in value]
+            body = ",\n    ".join(items)
+            lines.append(f"  {json.dumps(key)}: [\n    {body}\n  ]{comma}")
+        elif isinstance(value, dict) and value:
+            items = [f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}" for k, v in value.items()]
+            body = ",\n    ".join(items)
+            lines.append(f"  {json.dumps(key)}: {{\n    {body}\n  }}{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def read_tokenizer_file(location: str | Path) -> tuple[Path, dict]:
+    """Find and parse a tokenizer file: `location` is its directory or the file itself."""
+    location = Path(location)
+    path = location / FILE_NAME if location.is_dir() else location
+    if not path.exists():
+        if location.is_dir():
+            raise TokenizerError(
+                f"{location} has no {FILE_NAME}; train one with `groklm tokenizer train --out {location}`"
+            )
+        raise TokenizerError(f"tokenizer not found: {location}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"cannot read {path}: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TokenizerError(
+            f"{path} is corrupt (invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}); "
+            "re-create it with `groklm tokenizer train`"
+        ) from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path} is corrupt: expected a JSON object at the top level")
+    return path, data
+
+
+def check_special_tokens(value, source: str) -> dict[str, int]:
+    """Validate a `special_tokens` mapping read from a file."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise TokenizerError(f"{source} is corrupt: 'special_tokens' must map non-empty strings to ids >= 0")
+    if len(set(value.values())) != len(value):
+        raise TokenizerError(f"{source} is corrupt: two special tokens share an id")
+    missing = [t for t in DEFAULT_SPECIAL_TOKENS if t not in value]
+    if missing:
+        raise TokenizerError(f"{source} is corrupt: special tokens {missing} are missing")
+    return dict(value)
+
+
+def check_new_specials(special_tokens: Iterable[str] | None) -> list[str]:
+    """The three default special tokens followed by the caller's extra ones (deduplicated)."""
+    extra = list(special_tokens or [])
+    for token in extra:
+        if not isinstance(token, str) or not token:
+            raise TokenizerError(f"special tokens must be non-empty strings, got {token!r}")
+    return list(dict.fromkeys([*DEFAULT_SPECIAL_TOKENS, *extra]))
+
+
+def ids_list(ids) -> list[int]:
+    """Accept a list, tuple, numpy array or torch tensor of ids."""
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+        return ids if isinstance(ids, list) else [ids]
+    return ids if isinstance(ids, list) else list(ids)

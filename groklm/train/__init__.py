@@ -1,0 +1,1 @@
+"""Training: the shared loop (optimizer, schedule, precision, DDP, checkpoints) and its stages."""

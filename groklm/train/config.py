@@ -1,0 +1,178 @@
+"""TrainConfig: how to train (batch, schedule, optimizer, precision), plus named presets.
+
+A run's full configuration is a model config (GPTConfig) and a TrainConfig. A preset fills
+both; `--set key=value` then overrides any single field of either, parsed by the field's type.
+
+Batch arithmetic: one optimizer step sees `batch_size * grad_accum` sequences of block_size
+tokens, however many processes share the work. With N processes each runs grad_accum / N of
+the micro-batches, so adding processes changes the speed, never the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from groklm.errors import ConfigError
+
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 12  # sequences per micro-batch, per process
+    grad_accum: int = 1  # micro-batches per optimizer step, over all processes together
+    max_iters: int = 2000  # optimizer steps
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    min_lr: float = 1e-4  # where the cosine decay ends
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: decay over the whole run (max_iters)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    eval_interval: int = 250  # validate (and checkpoint) every this many steps, and at the end
+    eval_iters: int = 20  # validation batches per evaluation
+    log_interval: int = 10  # steps between metrics.jsonl lines
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU) | float32 | bfloat16 | float16
+    compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.warmup_iters < 0 or self.seed < 0:
+            raise ConfigError("warmup_iters and seed must be >= 0")
+        if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
+            raise ConfigError(f"lr_decay_iters must be a positive integer or none, got {self.lr_decay_iters}")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown training config key(s) {unknown}; known keys: {sorted(f.name for f in fields(cls))}")
+        return cls(**values)
+
+
+# Each preset: model fields and training fields. vocab_size is left out: it comes from the data.
+PRESETS: dict[str, dict[str, dict]] = {
+    # A small BPE model that learns something real in a few minutes on a 2-core CPU
+    # (about 0.5 s a step with an 8192-token vocabulary; 1M tokens in all).
+    "tiny": {
+        "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0),
+        "train": dict(batch_size=16, max_iters=500, lr=2e-3, min_lr=2e-4, warmup_iters=50,
+                      eval_interval=100, eval_iters=10, log_interval=10),
+    },
+    # nanoGPT's CPU recipe for character-level Tiny Shakespeare (val loss about 1.88).
+    "shakespeare-char": {
+        "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+        "train": dict(batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, lr_decay_iters=2000,
+                      warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=20, log_interval=10),
+    },
+    # GPT-2 small (124M) for a GPU: about 0.5M tokens a step, bf16, compiled.
+    "gpt2-124m": {
+        "model": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, dropout=0.0),
+        "train": dict(batch_size=16, grad_accum=32, max_iters=19073, lr=6e-4, min_lr=6e-5,
+                      warmup_iters=715, beta2=0.95, weight_decay=0.1, eval_interval=250,
+                      eval_iters=20, log_interval=1, dtype="bfloat16", compile=True),
+    },
+}
+
+
+def preset(name: str | None) -> tuple[dict, dict]:
+    """(model overrides, train overrides) of a preset; no preset is the dataclass defaults."""
+    if name is None:
+        return {}, {}
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """Sort key=value overrides into (model, train) dicts, each value parsed by its field's type."""
+    from groklm.model.config import GPTConfig  # here, not at the top: `groklm --help` stays torch-free
+
+    model_fields = {f.name: f for f in fields(GPTConfig)}
+    train_fields = {f.name: f for f in fields(TrainConfig)}
+    model, train = {}, {}
+    for key, value in overrides.items():
+        if key in train_fields:
+            train[key] = parse_value(key, value, train_fields[key].type)
+        elif key in model_fields:
+            model[key] = parse_value(key, value, model_fields[key].type)
+        else:
+            raise ConfigError(
+                f"unknown config key {key!r}. Training keys: {', '.join(sorted(train_fields))}. "
+                f"Model keys: {', '.join(sorted(model_fields))}"
+            )
+    return model, train
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """['lr=3e-4', 'n_layer=2'] -> {'lr': '3e-4', 'n_layer': '2'} (values parsed later, by type)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def parse_value(key: str, value, type_name):
+    """Parse a --set string (or check a Python value) against a field type such as "int | None"."""
+    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    names = [t.strip() for t in type_name.split("|")]
+    base = next(t for t in names if t != "None")
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if "None" in names:
+            return None
+        raise ConfigError(f"{key} cannot be none")
+    try:
+        if base == "bool":
+            return _parse_bool(value)
+        if base == "int":  # "2000", "2e3" and 2000.0 are all 2000; 2.5 is an error
+            number = float(value)
+            if isinstance(value, bool) or not number.is_integer():
+                raise ValueError
+            return int(number)
+        if base == "float":
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be {base}, got {value!r}") from None
+
+
+def _parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError

@@ -1,0 +1,55 @@
+"""Data parallelism: N processes, one model replica each, gradients averaged every step.
+
+`torchrun --nproc_per_node=N -m groklm pretrain ...` starts N copies of the same program and
+tells each its RANK and WORLD_SIZE through the environment. Each process draws the same global
+batch (batches are a function of seed and step), computes the gradients of its own slice, and
+DistributedDataParallel averages the gradients across processes during backward. Every replica
+then takes the same optimizer step and the models stay identical. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        """Read torchrun's environment (a plain `python -m groklm` is a world of one)."""
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        )
+
+    def start(self, device: torch.device) -> None:
+        """Join the process group: NCCL between GPUs, gloo between CPU processes."""
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    def stop(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor over all processes (in place; a no-op for one process)."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor

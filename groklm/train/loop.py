@@ -1,0 +1,254 @@
+"""The training loop every stage shares: optimizer, schedule, precision, accumulation, logging.
+
+One optimizer step:
+  for each of this process's micro-batches:  loss = model(x, y); (loss / n).backward()
+  clip the gradient norm; AdamW step with this step's learning rate; zero the gradients.
+Gradient accumulation makes a big batch out of several small ones that fit in memory; with
+several processes DDP averages the gradients of their micro-batches, so the step is the same
+as one process running them all. Batches come from a function of the step number, which is
+what makes a resumed run (or a run on N processes) reproduce an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from groklm.errors import ConfigError
+from groklm.rundir import METRICS_FILE, WEIGHTS_FILE, save_weights
+from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from groklm.train.config import TrainConfig
+from groklm.train.distributed import Distributed
+
+# batches(step, micro_indices) yields one (x, y) per index; val_batch(i) is the i-th val batch.
+Batches = Callable[[int, range], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+ValBatch = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+# ---- device and precision -------------------------------------------------------------------
+
+
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but this machine has no CUDA GPU torch can use; use device=cpu or auto")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: ~free speed
+    torch.backends.cudnn.allow_tf32 = True
+    return torch.device("cuda", local_rank)
+
+
+def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    """Mixed precision: bf16 where the GPU has it (no loss scaling needed), fp16 on older GPUs."""
+    if cfg.dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cfg.dtype == "float16" and device.type != "cuda":
+        raise ConfigError("dtype=float16 needs a CUDA GPU; on CPU use float32 or bfloat16")
+    return getattr(torch, cfg.dtype)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Matmuls in `dtype`, weights and optimizer state kept in fp32."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---- optimizer and schedule -----------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay for matrices only: not for biases, norm gains or embedding tables.
+
+    Decay pulls weights towards zero; that regularizes the matrices that mix features, but on
+    a gain or a bias it only fights the scale the model needs, and on an embedding table it
+    shrinks rare tokens' rows (rarely updated) more than common ones. named_parameters() yields
+    a tied weight once, so the shared embedding / LM head matrix is counted once.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # The fused kernel does the whole update in one launch per group; it pays off on GPUs.
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused
+    )
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to lr, then a cosine down to min_lr at lr_decay_iters, then flat."""
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / cfg.warmup_iters
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if step >= decay_iters:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What the loop needs besides the config: built by a stage (pretrain, sft, ...)."""
+
+    model: nn.Module  # the plain model: its weights are what gets saved
+    batches: Batches
+    val_batch: ValBatch
+    tokens_per_micro: int  # tokens in one micro-batch, for tokens/s
+    run_dir: Path
+    dist: Distributed
+    device: torch.device
+
+
+def micro_range(cfg: TrainConfig, dist: Distributed) -> range:
+    """This process's share of the step's grad_accum micro-batches."""
+    if cfg.grad_accum % dist.world_size:
+        raise ConfigError(
+            f"grad_accum={cfg.grad_accum} must be a multiple of the number of processes ({dist.world_size}); "
+            "each process runs grad_accum / processes micro-batches of batch_size"
+        )
+    share = cfg.grad_accum // dist.world_size
+    return range(dist.rank * share, (dist.rank + 1) * share)
+
+
+def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) training to cfg.max_iters; returns the last metrics record."""
+    from tqdm import tqdm
+
+    micros = micro_range(cfg, s.dist)
+    dtype = resolve_dtype(cfg, s.device)
+    optimizer = make_optimizer(s.model, cfg, s.device)
+    scaler = torch.amp.GradScaler(s.device.type, enabled=dtype == torch.float16)
+    state = {"step": 0, "elapsed": 0.0}
+    if resume:
+        state = load_checkpoint(find_checkpoint(s.run_dir), s.model, optimizer, scaler)
+    metrics = MetricsLog(s.run_dir / METRICS_FILE, s.dist.is_main, keep_until=state["step"])
+
+    model, ddp = wrap_model(s.model, cfg, s)
+    tokens_per_step = s.tokens_per_micro * cfg.grad_accum
+    bar = tqdm(total=cfg.max_iters, initial=state["step"], unit="step", disable=not (progress and s.dist.is_main), dynamic_ncols=True)
+    record: dict = {}
+    # elapsed: wall time of the whole run (across resumes); the tokens/s window skips eval time.
+    start, clock, last_step = time.perf_counter() - state["elapsed"], time.perf_counter(), state["step"]
+    for step in range(state["step"], cfg.max_iters):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = train_step(ddp, optimizer, scaler, s.batches(step, micros), len(micros), s, dtype, cfg.grad_clip)
+        done = step + 1
+        is_eval = done % cfg.eval_interval == 0 or done == cfg.max_iters
+        if not (is_eval or done % cfg.log_interval == 0):
+            continue
+        # Logging forces a GPU sync (.item()), so it happens only every log_interval steps.
+        loss = s.dist.sum(loss).item() / cfg.grad_accum
+        now = time.perf_counter()
+        record = {"step": done, "loss": loss, "lr": lr,
+                  "tokens_per_sec": tokens_per_step * (done - last_step) / max(now - clock, 1e-9),
+                  "elapsed": now - start}
+        if is_eval:
+            record["val_loss"] = evaluate(model, s.val_batch, cfg.eval_iters, s, dtype)
+        metrics.write(record)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:,.0f}", refresh=False)
+        bar.update(done - bar.n)
+        if is_eval and s.dist.is_main:
+            # The data position is the step: batches are a function of (seed, step).
+            state = {"step": done, "elapsed": time.perf_counter() - start, "data": {"next_step": done}}
+            save_checkpoint(s.run_dir, s.model, optimizer, scaler, state)
+            save_weights(s.model, s.run_dir / WEIGHTS_FILE)
+        clock, last_step = time.perf_counter(), done
+    bar.close()
+    return record
+
+
+def wrap_model(model: nn.Module, cfg: TrainConfig, s: Setup):
+    """(the model to evaluate, the model to train): compiled if asked, and DDP-wrapped for training
+    when there are several processes. All share the same parameters as `model`."""
+    compiled = torch.compile(model) if cfg.compile else model
+    if not s.dist.enabled:
+        return compiled, compiled
+    device_ids = [s.device.index] if s.device.type == "cuda" else None
+    return compiled, torch.nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids)
+
+
+def train_step(model, optimizer, scaler, batches, n_micro: int, s: Setup, dtype, grad_clip: float) -> torch.Tensor:
+    """One optimizer step over this process's micro-batches; returns the summed micro losses."""
+    total = torch.zeros((), device=s.device)
+    for i, (x, y) in enumerate(batches):
+        x, y = to_device(x, s.device), to_device(y, s.device)
+        # DDP all-reduces gradients on every backward unless told not to; only the last
+        # micro-batch needs it, the earlier ones just accumulate locally.
+        last = i == n_micro - 1
+        with (nullcontext() if last or not s.dist.enabled else model.no_sync()):
+            with autocast(s.device, dtype):
+                _, loss = model(x, y)
+            scaler.scale(loss / n_micro).backward()
+        total += loss.detach().float()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+@torch.no_grad()
+def evaluate(model, val_batch: ValBatch, eval_iters: int, s: Setup, dtype) -> float:
+    """Mean loss over the same eval_iters validation batches every time (comparable across evals)."""
+    model.eval()
+    total = torch.zeros((), device=s.device)
+    for i in range(s.dist.rank, eval_iters, s.dist.world_size):
+        x, y = val_batch(i)
+        with autocast(s.device, dtype):
+            _, loss = model(to_device(x, s.device), to_device(y, s.device))
+        total += loss.float()
+    model.train()
+    return s.dist.sum(total).item() / eval_iters
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":  # pinned memory lets the copy overlap with compute
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per log step. On resume, lines past the checkpoint (logged
+    by the run that died after it) are dropped, so the file reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            kept = []
+            if keep_until and path.is_file():
+                for line in path.read_text().splitlines():
+                    try:
+                        if json.loads(line)["step"] <= keep_until:
+                            kept.append(line + "\n")
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        break  # a line cut short by the crash: nothing valid follows it
+            path.write_text("".join(kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
