@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 speedrun: $(STAMP)
-	$(BIN)/groklm speedrun --out runs/speedrun
+	$(BIN)/groklm speedrun --out runs/speedrun --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -28,3 +28,8 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/tokenizer.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/shakespeare_char.py

@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override a pretraining setting, e.g. --set max_iters=200")
+    parser.add_argument("--force", action="store_true", help="replace the stage directories of an earlier speedrun in DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_speedrun)
 
@@ -40,10 +41,11 @@ def register(subparsers) -> None:
 def run_speedrun(args: argparse.Namespace) -> None:
     from groklm.train.config import parse_set_args
 
-    report = speedrun(args.out, args.preset, args.vocab_size, parse_set_args(args.overrides), not args.no_progress)
+    overrides = parse_set_args(args.overrides)
+    report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force)
     print(f"\nreport: {Path(args.out) / 'report.md'}")
     base = report["stages"]["pretrain"]
-    print(f"val loss {base['val_loss_start']:.3f} -> {base['val_loss']:.3f} in {report['wall_s']:.0f}s")
+    print(f"val loss {base['val_loss']:.3f} (uniform guess {base['uniform_loss']:.3f}) in {report['wall_s']:.0f}s")
 
 
 def speedrun(
@@ -52,8 +54,12 @@ def speedrun(
     vocab_size: int = 4096,
     overrides: dict | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Run every stage into `out_dir`; returns the report (also written as report.json/.md)."""
+    """Run every stage into `out_dir`; returns the report (also written as report.json/.md).
+
+    An earlier speedrun's stage directories in `out_dir` are an error, or replaced with `force`.
+    """
     from groklm.data.shards import prepare
     from groklm.data.sources import pystdlib_files
     from groklm.tokenizer import Tokenizer
@@ -62,6 +68,7 @@ def speedrun(
     if vocab_size < 512:
         raise ConfigError(f"--vocab-size must be at least 512 for a useful BPE, got {vocab_size}")
     out = Path(out_dir)
+    _clear_earlier_run(out, force)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict] = {}
     started = time.perf_counter()
@@ -97,6 +104,23 @@ def speedrun(
     return report
 
 
+STAGE_DIRS = ("tokenizer", "data", "base")
+REPORT_FILES = ("report.json", "report.md")
+
+
+def _clear_earlier_run(out: Path, force: bool) -> None:
+    """Remove what an earlier speedrun wrote into `out` (only that), if allowed."""
+    import shutil
+
+    earlier = [out / name for name in STAGE_DIRS + REPORT_FILES if (out / name).exists()]
+    if not earlier:
+        return
+    if not force:
+        raise ConfigError(f"{out} already holds a speedrun ({earlier[0].name}); pass --force to replace it, or pick another --out")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _pretrain_figures(run: Path, vocab_size: int) -> dict:
     from groklm.model import GPT
     from groklm.rundir import METRICS_FILE
@@ -109,7 +133,8 @@ def _pretrain_figures(run: Path, vocab_size: int) -> dict:
         "params": GPT.from_run(run).num_params(),
         "steps": records[-1]["step"] if records else 0,
         "uniform_loss": math.log(vocab_size),  # what a model that learned nothing would score
-        "val_loss_start": vals[0]["val_loss"] if vals else float("nan"),
+        "first_eval_step": vals[0]["step"] if vals else 0,
+        "val_loss_first_eval": vals[0]["val_loss"] if vals else float("nan"),
         "val_loss": vals[-1]["val_loss"] if vals else float("nan"),
         "train_loss": records[-1]["loss"] if records else float("nan"),
         "tokens_per_sec": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
@@ -147,8 +172,8 @@ def _write_report(out: Path, report: dict) -> None:
         f"| tokenizer | BPE, {tok['vocab_size']} tokens | {tok['wall_s']:.1f} s |",
         f"| data | {data['train_tokens']:,} train / {data['val_tokens']:,} val tokens, "
         f"{data['bytes_per_token']:.2f} bytes/token | {data['wall_s']:.1f} s |",
-        f"| pretrain | {base['params']:,} params, {base['steps']} steps, val loss "
-        f"{base['val_loss_start']:.3f} -> {base['val_loss']:.3f} (uniform guess: {base['uniform_loss']:.3f}), "
+        f"| pretrain | {base['params']:,} params, {base['steps']} steps, val loss {base['val_loss']:.3f} "
+        f"(step {base['first_eval_step']}: {base['val_loss_first_eval']:.3f}; uniform guess: {base['uniform_loss']:.3f}), "
         f"{base['tokens_per_sec']:,.0f} tokens/s | {base['wall_s']:.1f} s |",
         "",
         f"![pretraining loss]({Path(base['loss_plot']).relative_to(out)})",

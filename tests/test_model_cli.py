@@ -19,12 +19,6 @@ CORPUS = ("Once upon a time there was a tiny model. It liked café au lait, 東�
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def only_our_commands(monkeypatch):
-    """Run the real `groklm` entry point with just the commands under test registered."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["groklm.model.commands", "groklm.interop.commands"])
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny random-init run with a BPE trained on a few sentences: no training loop needed."""

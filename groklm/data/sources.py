@@ -31,8 +31,9 @@ SHAKESPEARE_FILE = "tinyshakespeare.txt"
 NAMED_CORPORA = ("pystdlib", "shakespeare")
 
 # Parts of the standard library that are not ordinary source: test suites full of deliberately
-# broken files, and third-party packages installed next to it.
-_STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+# broken files, third-party packages installed next to it, and generated tables (codec maps in
+# encodings/, the help text dump in pydoc_data/) that would teach a small model hex, not Python.
+_STDLIB_SKIP = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "encodings", "pydoc_data"}
 
 
 @dataclass

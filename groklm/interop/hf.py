@@ -205,13 +205,12 @@ def llama_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def read_hf_config(hf_dir: Path) -> dict:
+    from groklm.rundir import read_json
+
     path = hf_dir / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{hf_dir} has no config.json: not a Hugging Face model directory")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    return read_json(path)
 
 
 def gpt_config_from_hf(hf: dict, block_size: int | None = None) -> GPTConfig:

@@ -137,7 +137,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX
+                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return logits, loss
 
@@ -205,10 +205,18 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward): 6 N for the matmuls with weights plus
-        12 L T d for attention scores and mixing (the PaLM appendix estimate)."""
+        12 L T d for attention scores and mixing (the PaLM appendix estimate).
+
+        N counts every weight a matmul multiplies by: not the position table (a lookup), nor an
+        untied token table (a lookup); a tied one is the LM head's matmul, so it counts."""
         T = seq_len or self.config.block_size
         c = self.config
-        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * T
+        matmul_params = self.num_params()
+        if self.wpe is not None:
+            matmul_params -= self.wpe.weight.numel()
+        if not c.tie_embeddings:
+            matmul_params -= self.wte.weight.numel()
+        return 6 * matmul_params + 12 * c.n_layer * c.n_embd * T
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "GPT":

@@ -3,8 +3,10 @@
 tiktoken describes a BPE as `mergeable_ranks`: token bytes -> rank, where a lower rank means
 "merged earlier". Its encoder repeatedly merges the adjacent pair whose *concatenated bytes*
 have the lowest rank. Our reference encoder merges the adjacent *pair of ids* that comes first
-in the merge list. The two agree when every token's bytes are unique (our trainer guarantees
-it; see trainer.py), so the rank of a token is simply the position of its merge in the list.
+in the merge list. Unique token bytes (our trainer guarantees them; see trainer.py) make the
+rank of a token simply the position of its merge in the list, and the two then agree on all
+real text the tests have seen (docs/guide.md, "Two encoders, one answer", names the one
+contrived case where they could still differ).
 
 Ranks are merge priority; ids are whatever the vocabulary says. For our own tokenizers (and
 tiktoken files) ids grow with priority, so the ids *are* valid ranks and tiktoken's output needs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ def pretrain(
             write_run_dir(out, model_cfg, train_cfg, shards, preset, fresh=not resume)
         seed_everything(train_cfg.seed)
         model = GPT(model_cfg).to(device)
+        if dist.is_main:
+            print(f"GPT: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} without "
+                  f"embeddings), {dist.world_size} process(es) on {device}", file=sys.stderr, flush=True)
         setup = Setup(
             model=model,
             batches=make_batches(shards.train, train_cfg, model_cfg.block_size),
