@@ -30,10 +30,16 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, heads, T, head_dim) -> the same, rotated by position."""
-        T = x.size(-2)
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, heads, T, head_dim) -> the same, rotated by position.
+
+        positions: (B, T) position of each token (packed sequences restart at 0 for each
+        document); None means 0..T-1."""
+        if positions is None:
+            cos, sin = self.cos[: x.size(-2)], self.sin[: x.size(-2)]
+        else:
+            cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # (B, 1, T, hd)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         first, second = x.chunk(2, dim=-1)
         rotated_half = torch.cat([-second, first], dim=-1)
         return x * cos + rotated_half * sin
@@ -56,8 +62,17 @@ class CausalSelfAttention(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
-        """x: (B, T, n_embd) -> (B, T, n_embd); with return_weights also (B, n_head, T, T)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        return_weights: bool = False,
+    ):
+        """x: (B, T, n_embd) -> (B, T, n_embd); with return_weights also (B, n_head, T, T).
+
+        mask: None for plain causal attention, or a (B, 1, T, T) boolean "may attend" matrix
+        (causal and block-diagonal when several documents are packed into one row)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
@@ -67,31 +82,33 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
         # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
         if self.n_kv_head != self.n_head:
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
 
         if return_weights:
-            y, weights = explicit_attention(q, k, v)
+            y, weights = explicit_attention(q, k, v, mask)
         else:
             dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y
 
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
     """softmax(Q K^T / sqrt(d)) V with the causal mask, written out so the weights can be seen.
 
     The fused `scaled_dot_product_attention` computes the same thing without materialising
     the (T, T) weight matrix; this path exists to look inside and to check the fused one.
+    mask: as in CausalSelfAttention.forward (None: causal).
     """
     T = q.size(-2)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, heads, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)
-    scores = scores.masked_fill(future, float("-inf"))
+    if mask is None:
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     return weights @ v, weights

@@ -61,13 +61,29 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, positions=None, mask=None, return_weights: bool = False):
         if return_weights:
-            delta, weights = self.attn(self.ln_1(x), return_weights=True)
+            delta, weights = self.attn(self.ln_1(x), positions, mask, return_weights=True)
             x = x + delta
             return x + self.mlp(self.ln_2(x)), weights
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), positions, mask)
         return x + self.mlp(self.ln_2(x))
+
+
+def packing_layout(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows that pack several documents, (B, T) document ids ->
+    (positions (B, T) counted from each document's start, mask (B, 1, T, T) "may attend").
+
+    A token attends to earlier tokens of its own document only, and its position restarts at
+    0 with every document, so a packed row trains exactly like its documents one by one."""
+    B, T = doc_ids.shape
+    index = torch.arange(T, device=doc_ids.device).expand(B, T)
+    starts_doc = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts_doc[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    doc_start = torch.where(starts_doc, index, torch.zeros_like(index)).cummax(dim=1).values
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return index - doc_start, (same_doc & causal).unsqueeze(1)
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -113,27 +129,38 @@ class GPT(nn.Module):
 
     # ---- the forward pass -------------------------------------------------------------------
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence of length {T} is longer than block_size={self.config.block_size}")
+        if positions is None:
+            positions = torch.arange(T, device=idx.device)
         x = self.wte(idx)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+            x = x + self.wpe(positions)
         elif self.config.pos == "sinusoidal":
-            x = x + self.pos_table[:T]
+            x = x + self.pos_table[positions]
         return self.drop(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def hidden_states(self, idx: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """idx: (B, T) -> the final (normed) hidden state of every position, (B, T, n_embd).
+
+        doc_ids: (B, T) ids of the documents packed into each row (see packing_layout), or
+        None for one document per row. Heads other than the LM head (a reward model's scalar,
+        a value head) read from here."""
+        positions, mask = packing_layout(doc_ids) if doc_ids is not None else (None, None)
+        x = self.embed(idx, positions)
+        for block in self.blocks:
+            x = block(x, positions, mask)
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None):
         """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
         With targets (B, T), the loss is the mean cross-entropy of predicting targets[t] from
         idx[:t+1]; positions whose target is IGNORE_INDEX are left out.
         """
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.hidden_states(idx, doc_ids))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

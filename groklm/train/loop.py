@@ -1,12 +1,17 @@
 """The training loop every stage shares: optimizer, schedule, precision, accumulation, logging.
 
 One optimizer step:
-  for each of this process's micro-batches:  loss = model(x, y); (loss / n).backward()
+  for each of this process's micro-batches:  loss = loss_fn(model, batch); (loss / n).backward()
   clip the gradient norm; AdamW step with this step's learning rate; zero the gradients.
 Gradient accumulation makes a big batch out of several small ones that fit in memory; with
 several processes DDP averages the gradients of their micro-batches, so the step is the same
 as one process running them all. Batches come from a function of the step number, which is
 what makes a resumed run (or a run on N processes) reproduce an uninterrupted one.
+
+Stages differ only in their batches and their loss: pretraining and SFT predict next tokens,
+a reward model compares two answers, DPO compares policy and reference log-probabilities.
+Each passes its `loss_fn(model, batch) -> (loss, stats)`; stats (detached scalars such as
+accuracy or margins) are averaged like the loss and logged to metrics.jsonl beside it.
 """
 
 from __future__ import annotations
@@ -28,9 +33,19 @@ from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_check
 from groklm.train.config import TrainConfig
 from groklm.train.distributed import Distributed
 
-# batches(step, micro_indices) yields one (x, y) per index; val_batch(i) is the i-th val batch.
-Batches = Callable[[int, range], Iterator[tuple[torch.Tensor, torch.Tensor]]]
-ValBatch = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+# A batch is a tuple of tensors whose meaning only the stage's loss_fn knows (for next-token
+# prediction: inputs, targets and optionally packed document ids).
+Batch = tuple[torch.Tensor, ...]
+# batches(step, micro_indices) yields one batch per index; val_batch(i) is the i-th val batch.
+Batches = Callable[[int, range], Iterator[Batch]]
+ValBatch = Callable[[int], Batch]
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def next_token_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The language-modelling loss: batch = (inputs, targets[, doc_ids])."""
+    _, loss = model(*batch)
+    return loss, {}
 
 
 # ---- device and precision -------------------------------------------------------------------
@@ -117,6 +132,7 @@ class Setup:
     run_dir: Path
     dist: Distributed
     device: torch.device
+    loss_fn: LossFn = next_token_loss
 
 
 def micro_range(cfg: TrainConfig, dist: Distributed) -> range:
@@ -153,7 +169,7 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(ddp, optimizer, scaler, s.batches(step, micros), len(micros), s, dtype, cfg.grad_clip)
+        loss, stats = train_step(ddp, optimizer, scaler, s.batches(step, micros), len(micros), s, dtype, cfg.grad_clip)
         done = step + 1
         is_eval = done % cfg.eval_interval == 0 or done == cfg.max_iters
         if not (is_eval or done % cfg.log_interval == 0):
@@ -164,8 +180,9 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
         record = {"step": done, "loss": loss, "lr": lr,
                   "tokens_per_sec": tokens_per_step * (done - last_step) / max(now - clock, 1e-9),
                   "elapsed": now - start}
+        record.update({name: s.dist.sum(value).item() / cfg.grad_accum for name, value in stats.items()})
         if is_eval:
-            record["val_loss"] = evaluate(model, s.val_batch, cfg.eval_iters, s, dtype)
+            record.update(evaluate(model, s.val_batch, cfg.eval_iters, s, dtype))
         metrics.write(record)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_sec']:,.0f}", refresh=False)
         bar.update(done - bar.n)
@@ -189,40 +206,49 @@ def wrap_model(model: nn.Module, cfg: TrainConfig, s: Setup):
     return compiled, torch.nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids)
 
 
-def train_step(model, optimizer, scaler, batches, n_micro: int, s: Setup, dtype, grad_clip: float) -> torch.Tensor:
-    """One optimizer step over this process's micro-batches; returns the summed micro losses."""
+def train_step(model, optimizer, scaler, batches, n_micro: int, s: Setup, dtype, grad_clip: float):
+    """One optimizer step over this process's micro-batches; returns the summed micro losses
+    and the summed stats of the loss function."""
     total = torch.zeros((), device=s.device)
-    for i, (x, y) in enumerate(batches):
-        x, y = to_device(x, s.device), to_device(y, s.device)
+    stats: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(batches):
+        batch = tuple(to_device(t, s.device) for t in batch)
         # DDP all-reduces gradients on every backward unless told not to; only the last
         # micro-batch needs it, the earlier ones just accumulate locally.
         last = i == n_micro - 1
         with (nullcontext() if last or not s.dist.enabled else model.no_sync()):
             with autocast(s.device, dtype):
-                _, loss = model(x, y)
+                loss, micro_stats = s.loss_fn(model, batch)
             scaler.scale(loss / n_micro).backward()
         total += loss.detach().float()
+        add_stats(stats, micro_stats)
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return total, stats
+
+
+def add_stats(into: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+    for name, value in stats.items():
+        into[name] = into.get(name, 0) + value.detach().float()
 
 
 @torch.no_grad()
-def evaluate(model, val_batch: ValBatch, eval_iters: int, s: Setup, dtype) -> float:
-    """Mean loss over the same eval_iters validation batches every time (comparable across evals)."""
+def evaluate(model, val_batch: ValBatch, eval_iters: int, s: Setup, dtype) -> dict[str, float]:
+    """Mean loss (and stats) over the same eval_iters validation batches every time, so evals
+    are comparable across steps: {"val_loss": ..., "val_<stat>": ...}."""
     model.eval()
-    total = torch.zeros((), device=s.device)
+    totals: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=s.device)}
     for i in range(s.dist.rank, eval_iters, s.dist.world_size):
-        x, y = val_batch(i)
+        batch = tuple(to_device(t, s.device) for t in val_batch(i))
         with autocast(s.device, dtype):
-            _, loss = model(to_device(x, s.device), to_device(y, s.device))
-        total += loss.float()
+            loss, stats = s.loss_fn(model, batch)
+        add_stats(totals, {"loss": loss, **stats})
     model.train()
-    return s.dist.sum(total).item() / eval_iters
+    return {f"val_{name}": s.dist.sum(value).item() / eval_iters for name, value in totals.items()}
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
