@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import codecs
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from groklm.errors import TokenizerError
+from groklm.rundir import atomic_path
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -25,7 +27,7 @@ FORMAT_VERSION = 1
 REPLACEMENT = "\ufffd".encode("utf-8")  # what an id outside the vocabulary decodes to
 
 
-class BaseTokenizer:
+class BaseTokenizer(ABC):
     """The interface shared by `Tokenizer` (byte-level BPE) and `CharTokenizer`.
 
     Subclasses set `special_tokens` (str -> id) and implement `encode`, `decode_bytes`,
@@ -36,26 +38,31 @@ class BaseTokenizer:
     special_tokens: dict[str, int]
 
     # --- to implement -----------------------------------------------------------------------
+    @abstractmethod
     def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
-        raise NotImplementedError
+        """Token ids of `text`; special-token text counts as special only if `allowed_special` says so."""
 
+    @abstractmethod
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes that `ids` stand for; an id outside the vocabulary gives U+FFFD's bytes."""
-        raise NotImplementedError
 
+    @abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
-        raise NotImplementedError
+        """The bytes of one token (TokenizerError for an id outside the vocabulary)."""
 
     @property
+    @abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        """Number of ids: every id is below it."""
 
+    @abstractmethod
     def to_dict(self) -> dict:
-        raise NotImplementedError
+        """The JSON-ready contents of tokenizer.json."""
 
     @classmethod
+    @abstractmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> BaseTokenizer:
-        raise NotImplementedError
+        """The tokenizer described by `to_dict`'s output (`source` names it in errors)."""
 
     # --- shared -------------------------------------------------------------------------------
     def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | str = ()) -> list[list[int]]:
@@ -95,7 +102,8 @@ class BaseTokenizer:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / FILE_NAME
-            path.write_text(dump_json(self.to_dict()), encoding="utf-8")
+            with atomic_path(path) as tmp:  # a crash never leaves half a tokenizer behind
+                tmp.write_text(dump_json(self.to_dict()), encoding="utf-8")
         except OSError as e:
             raise TokenizerError(f"cannot write the tokenizer to {directory}: {e.strerror or e}") from None
         return path
