@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "groklm.tokenizer.commands",
     "groklm.data.commands",
     "groklm.train.commands",
+    "groklm.train.sft",
     "groklm.model.commands",
     "groklm.interop.commands",
     "groklm.speedrun",

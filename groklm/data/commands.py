@@ -1,4 +1,4 @@
-"""`groklm data prepare`: text in, token shards out."""
+"""`groklm data prepare`: text in, token shards out. `groklm data synth`: checkable chat tasks out."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def register(subparsers) -> None:
     prepare.add_argument("--shakespeare-path", metavar="FILE", help="a local Tiny Shakespeare (else $GROKLM_SHAKESPEARE, the cache, or a download)")
     prepare.set_defaults(func=run_prepare)
 
+    synth = actions.add_parser(
+        "synth",
+        help="write synthetic chat tasks (SFT, preferences, RL prompts, multiple choice) as JSONL",
+        description="Write sft_{train,test}.jsonl, prefs_{train,test}.jsonl, rl_{train,test}.jsonl and "
+        "mc_test.jsonl into DIR: tasks whose answers a program can check, in the formats "
+        "`load_sft_jsonl` / `load_preferences_jsonl` read. Test problems never appear in train.",
+    )
+    synth.add_argument("--out", required=True, metavar="DIR")
+    synth.add_argument("--tasks", default="all", help="comma-separated task names, or `all` (default)")
+    synth.add_argument("--n", type=int, default=1000, help="train records per task and file (test: a fifth of that, at least 1)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=run_synth)
+
 
 def run_prepare(args: argparse.Namespace) -> None:
     from groklm.data.shards import prepare
@@ -31,3 +44,25 @@ def run_prepare(args: argparse.Namespace) -> None:
         f"{args.out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
         f"({meta['dtype']}, vocab {meta['vocab_size']}, {meta['tokenizer']} tokenizer, {meta['documents']} document{'s' if meta['documents'] != 1 else ''})"
     )
+
+
+def run_synth(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from groklm.data import synthetic
+    from groklm.data.chat_data import write_jsonl
+    from groklm.errors import ConfigError
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {args.n}")
+    tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    synthetic.get_tasks(tasks)  # a typo fails before any file is written
+    sizes = {"train": args.n, "test": max(1, args.n // 5)}
+    makers = {"sft": synthetic.make_sft, "prefs": synthetic.make_preferences, "rl": synthetic.make_rl_prompts}
+    out = Path(args.out)
+    for kind, make in makers.items():
+        for split, n in sizes.items():
+            count = write_jsonl(out / f"{kind}_{split}.jsonl", make(tasks, n, split, args.seed))
+            print(f"{out / f'{kind}_{split}.jsonl'}: {count:,} records")
+    count = write_jsonl(out / "mc_test.jsonl", synthetic.make_choices(tasks, sizes["test"], "test", args.seed))
+    print(f"{out / 'mc_test.jsonl'}: {count:,} records")

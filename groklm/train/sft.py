@@ -1,0 +1,333 @@
+"""Supervised fine-tuning (SFT): from a model that continues text to one that answers in turns.
+
+    base run (any stage) ─┐
+    chats (JSONL/synth) ──┴► render ChatML ──► mask all but the assistant ──► pack rows ──► train
+                                                                            ──► run dir, "stage": "sft"
+
+The model, its shape and its tokenizer come from the base run; only the data and the loss
+mask change. The loss is the same next-token cross-entropy as in pretraining, over the tokens
+the assistant says (and the <|im_end|> that ends its turn): the prompt is context, not a target.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError, TokenizerError
+from groklm.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_weights,
+                           read_config, save_weights, write_json)
+from groklm.train.config import TrainConfig, split_overrides
+
+# Fine-tuning nudges weights that already know the language: a lower peak learning rate than
+# pretraining (big steps would wash out what the base model knows), a short warmup (Adam's
+# moments start at zero, so the first steps are noisy even on a good model), and far fewer
+# steps. No weight decay: the run is short, and decay only pulls the base weights towards zero.
+SFT_DEFAULTS = dict(batch_size=8, max_iters=300, lr=3e-4, min_lr=3e-5, warmup_iters=20, weight_decay=0.0,
+                    eval_interval=50, eval_iters=10, log_interval=10)
+VAL_FRACTION = 0.05  # conversations held out for val_loss when no validation file is given
+SYNTHETIC = "synthetic"  # --data synthetic[:task,task]: groklm's own checkable chat tasks
+IN_MEMORY = "<records>"  # how config.json names data passed as a Python list
+TUNABLE_MODEL_KEYS = ("dropout",)  # every other model field is the base run's shape
+
+
+def sft(
+    base_run: str | os.PathLike | None,
+    data,
+    out_dir: str | os.PathLike,
+    overrides: dict | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    val_data=None,
+    skip_bad_lines: bool = False,
+    synthetic_n: int = 1000,
+) -> Path:
+    """Fine-tune the model of `base_run` on chats into the new run directory `out_dir`.
+
+    data: a JSONL file of {"messages": [...]}, "synthetic" or "synthetic:task,task", or a list
+    of {"messages": [...]} records. val_data: the same kinds, for val_loss (default: hold out
+    5% of data; the synthetic tasks' test split for synthetic data). overrides: {key: value}
+    for TrainConfig fields (and dropout). resume: continue `out_dir` exactly; base_run is then
+    not needed, and data may be None (the saved data). synthetic_n: training chats per synthetic task.
+    Returns the run directory.
+    """
+    from groklm.model import GPT, GPTConfig
+    from groklm.tokenizer import load_tokenizer
+    from groklm.train.distributed import Distributed
+    from groklm.train.checkpoint import find_checkpoint
+    from groklm.train.loop import Setup, resolve_device, train
+    from groklm.train.plots import LOSS_PLOT, plot_loss
+    from groklm.train.pretrain import seed_everything
+
+    out = Path(out_dir)
+    if resume:
+        # The run holds all it needs (its config, tokenizer copy, and weights in the checkpoint),
+        # so the base run may since have moved; data not given again is the data it started with.
+        saved = read_config(out)
+        if saved.get("stage") != "sft":
+            raise ConfigError(f"{out} is a {saved.get('stage')!r} run, not an SFT run; resume it with its own command")
+        find_checkpoint(out)  # fail before anything is rewritten
+        base = Path(saved["base_run"])
+        saved_data = saved.get("data", {})
+        data = data if data is not None else saved_data.get("train")
+        val_data = val_data if val_data is not None else saved_data.get("val")
+        skip_bad_lines = skip_bad_lines or saved_data.get("skip_bad_lines", False)
+        synthetic_n = saved_data.get("synthetic_n", synthetic_n)
+        model_cfg, train_cfg = resolve_config(saved, overrides or {}, saved["train"])
+        tokenizer = load_tokenizer(out / TOKENIZER_DIR)
+    else:
+        base = check_base_run(base_run, out)
+        model_cfg, train_cfg = resolve_config(read_config(base), overrides or {}, SFT_DEFAULTS)
+        tokenizer = load_tokenizer(base / TOKENIZER_DIR)
+    model_cfg = GPTConfig.from_dict(model_cfg)
+    check_tokenizer(tokenizer, model_cfg.vocab_size, base)
+    train_rows, val_rows, data_info = build_rows(
+        tokenizer, data, val_data, model_cfg.block_size, train_cfg.seed, skip_bad_lines, synthetic_n)
+    data_info["skip_bad_lines"] = skip_bad_lines
+
+    dist = Distributed.from_env()
+    device = resolve_device(train_cfg, dist.local_rank)
+    dist.start(device)  # every check above has passed on every process before rank 0 writes
+    try:
+        if dist.is_main:
+            write_run_dir(out, base, model_cfg, train_cfg, data_info, fresh=not resume)
+        seed_everything(train_cfg.seed)
+        # GPT.from_run, but built from this run's config: the base's shape, this run's dropout.
+        model = GPT(model_cfg)
+        if not resume:  # on resume the checkpoint holds the weights
+            load_weights(model, base / WEIGHTS_FILE)
+        model.to(device)
+        if dist.is_main:
+            print(f"SFT of {base}: {data_info['conversations']:,} chats in {len(train_rows):,} rows "
+                  f"({data_info['fill']:.0%} full), {data_info['val_conversations']:,} val chats, "
+                  f"{dist.world_size} process(es) on {device}", file=sys.stderr, flush=True)
+        setup = Setup(
+            model=model,
+            batches=make_batches(train_rows, train_cfg),
+            val_batch=make_val_batch(val_rows, train_cfg),
+            tokens_per_micro=train_cfg.batch_size * model_cfg.block_size,
+            run_dir=out,
+            dist=dist,
+            device=device,
+        )
+        train(train_cfg, setup, resume=resume, progress=progress)
+        if dist.is_main:
+            save_weights(model, out / WEIGHTS_FILE)
+            plot_loss(out / METRICS_FILE, out / LOSS_PLOT, title=f"sft {out.name}")
+    finally:
+        dist.stop()
+    return out
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+def check_base_run(base_run, out: Path) -> Path:
+    if base_run is None:
+        raise ConfigError("SFT needs a base run directory to start from (groklm sft RUN ...)")
+    base = Path(base_run)
+    config = read_config(base)  # a clear error if it is missing or not a run
+    if config.get("arch", "gpt") != "gpt":
+        raise CheckpointError(f"{base} holds a {config['arch']!r} model; SFT fine-tunes GPT runs")
+    if not (base / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{base} has no {WEIGHTS_FILE}; train or import a model there first")
+    if not (base / TOKENIZER_DIR).is_dir():
+        raise CheckpointError(f"{base} has no {TOKENIZER_DIR}/ directory; SFT needs the run's tokenizer to render chats")
+    if base.resolve() == out.resolve():
+        raise ConfigError(f"--out must be a new directory, not the base run {base}")
+    if (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    return base
+
+
+def resolve_config(config: dict, overrides: dict, train_defaults: dict) -> tuple[dict, TrainConfig]:
+    """(model config dict, TrainConfig): the model of `config` (the base run, or the run being
+    resumed) and `train_defaults`, with overrides on top. The model's shape cannot change."""
+    model_over, train_over = split_overrides(overrides)
+    model = dict(config["model"])
+    fixed = sorted(k for k, v in model_over.items() if k not in TUNABLE_MODEL_KEYS and model.get(k) != v)
+    if fixed:
+        raise ConfigError(f"the model's shape comes from the base run; cannot change {fixed} "
+                          f"(of the model keys only {', '.join(TUNABLE_MODEL_KEYS)} can be set)")
+    return {**model, **model_over}, TrainConfig.from_dict({**train_defaults, **train_over})
+
+
+def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
+    """ChatML needs <|im_start|> and <|im_end|>, and the model needs an embedding row for each."""
+    from groklm.tokenizer.base import IM_END, IM_START
+
+    for name in (IM_START, IM_END):
+        token_id = tokenizer.special_tokens.get(name)
+        if token_id is None:
+            raise TokenizerError(f"the tokenizer of {base} has no {name} special token, which chat rendering needs")
+        if token_id >= vocab_size:
+            raise ConfigError(
+                f"the tokenizer of {base} gives {name} the id {token_id}, but the model has vocab_size={vocab_size}: "
+                "it has no embedding for the chat tokens. Use a base model whose vocab_size covers its tokenizer"
+            )
+
+
+def write_run_dir(out: Path, base: Path, model_cfg, train_cfg: TrainConfig, data_info: dict, fresh: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "data": data_info,
+        "stage": "sft",
+        "arch": "gpt",
+        "base_run": str(base.resolve()),
+    }
+    write_json(out / CONFIG_FILE, config)
+    if fresh:
+        shutil.copytree(base / TOKENIZER_DIR, out / TOKENIZER_DIR, dirs_exist_ok=True)
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def load_records(data, skip_bad_lines: bool, split: str, synthetic_n: int) -> tuple[list, str]:
+    """(records, how config.json names them) for a file, a synthetic spec or a list."""
+    if isinstance(data, (list, tuple)):
+        return list(data), IN_MEMORY
+    if data is None:
+        raise ConfigError("no SFT data: pass --data FILE.jsonl or --data synthetic[:task,task]")
+    if data == IN_MEMORY:
+        raise ConfigError("this run was trained on records passed from Python; pass them again to resume it")
+    spec = str(data)
+    if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
+        from groklm.data.synthetic import make_sft
+
+        names = spec.partition(":")[2]
+        tasks = [t.strip() for t in names.split(",") if t.strip()] if names else None
+        n = synthetic_n if split == "train" else max(1, synthetic_n // 5)  # as `groklm data synth` splits
+        return make_sft(tasks, n, split), spec
+    from groklm.data.chat_data import load_sft_jsonl
+
+    return load_sft_jsonl(spec, skip_bad_lines=skip_bad_lines), str(Path(spec).resolve())
+
+
+def make_examples(tokenizer, records: list, block_size: int, source: str, skip_bad: bool) -> tuple[list, int]:
+    """Render, mask and truncate every record; returns (examples, number truncated)."""
+    from groklm.model.gpt import IGNORE_INDEX
+    from groklm.tokenizer.chat import render_chat
+    from groklm.train.packing import conversation_example
+
+    examples, truncated, untrained, bad = [], 0, 0, 0
+    for number, record in enumerate(records, start=1):
+        try:
+            if not isinstance(record, dict) or "messages" not in record:
+                raise DataError('expected an object with a "messages" list')
+            ids, trained = render_chat(tokenizer, record["messages"])
+        except GroklmError as error:
+            if not skip_bad:
+                raise DataError(f"{source}, conversation {number}: {error} (--skip-bad-lines skips such records)") from None
+            bad += 1
+            continue
+        example, cut = conversation_example(ids, trained, block_size)
+        if all(t == IGNORE_INDEX for t in example[1]):
+            untrained += 1  # no assistant token inside the block: nothing to learn from it
+            continue
+        truncated += cut
+        examples.append(example)
+    if bad:
+        warnings.warn(f"{source}: skipped {bad} conversation(s) that could not be rendered", stacklevel=3)
+    if truncated:
+        warnings.warn(f"{source}: {truncated} of {len(records)} conversation(s) are longer than block_size+1="
+                      f"{block_size + 1} tokens; truncated (their later tokens are not trained)", stacklevel=3)
+    if untrained:
+        warnings.warn(f"{source}: dropped {untrained} conversation(s) with no assistant token within the first "
+                      f"{block_size + 1} tokens (nothing to train on)", stacklevel=3)
+    if not examples:
+        raise DataError(f"{source}: no usable conversation ({len(records)} read; each needs an assistant token within block_size)")
+    return examples, truncated
+
+
+def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: bool, synthetic_n: int):
+    """(train rows, val rows, what config.json records about the data)."""
+    from groklm.train.packing import pack
+
+    records, spec = load_records(data, skip_bad, "train", synthetic_n)
+    records = list(records)
+    random.Random(f"sft/{seed}").shuffle(records)  # packing order must not follow the file's order
+    if val_data is not None:
+        val_records, val_spec = load_records(val_data, skip_bad, "test", synthetic_n)
+    elif spec.startswith(SYNTHETIC):
+        val_records, val_spec = load_records(spec, skip_bad, "test", synthetic_n)
+    else:
+        if len(records) < 2:
+            raise DataError(f"{spec}: {len(records)} conversation(s); need 2 or more to hold one out for "
+                            "validation, or pass a validation file (--val)")
+        n_val = max(1, round(VAL_FRACTION * len(records)))
+        val_records, records, val_spec = records[:n_val], records[n_val:], None
+    examples, truncated = make_examples(tokenizer, records, block_size, spec, skip_bad)
+    val_examples, _ = make_examples(tokenizer, val_records, block_size, val_spec or f"{spec} (held out)", skip_bad)
+    pad = tokenizer.eot_id
+    train_rows, val_rows = pack(examples, block_size, pad), pack(val_examples, block_size, pad)
+    info = {"train": spec, "val": val_spec, "conversations": len(examples), "val_conversations": len(val_examples),
+            "rows": len(train_rows), "fill": round(train_rows.fill, 4), "truncated": truncated,
+            "synthetic_n": synthetic_n}
+    return train_rows, val_rows, info
+
+
+def make_batches(rows, cfg: TrainConfig):
+    """Step `step`'s batch_size * grad_accum rows are a function of (seed, step); micro-batch m
+    is its m-th slice of batch_size rows, as in pretraining."""
+    from groklm.train.packing import batch_rows
+
+    def batches(step: int, micros: range):
+        chosen = batch_rows(cfg.seed, step, cfg.grad_accum * cfg.batch_size, len(rows))
+        for m in micros:
+            yield rows.batch(chosen[m * cfg.batch_size : (m + 1) * cfg.batch_size])
+
+    return batches
+
+
+def make_val_batch(rows, cfg: TrainConfig):
+    """The i-th validation batch: batch_size rows in order, wrapping around (the same every eval)."""
+
+    def val_batch(i: int):
+        return rows.batch([(i * cfg.batch_size + k) % len(rows) for k in range(cfg.batch_size)])
+
+    return val_batch
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sft",
+        help="supervised fine-tuning: teach a run to answer chats (ChatML)",
+        description="Fine-tune the model of RUN (pretrained, imported or already fine-tuned) on "
+        "conversations, training only on what the assistant says. Any TrainConfig field (and dropout) "
+        "can be set with --set key=value; the model's shape and tokenizer come from RUN.",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the base run directory (not needed with --resume)")
+    parser.add_argument("--data", metavar="FILE.jsonl|synthetic[:task,task]",
+                        help='{"messages": [...]} per line, or groklm\'s synthetic tasks (optional with --resume)')
+    parser.add_argument("--val", metavar="FILE.jsonl", help="validation chats (default: hold out 5%% of --data)")
+    parser.add_argument("--out", required=True, metavar="RUN2", help="the new run directory")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a training setting, e.g. --set max_iters=500 lr=1e-4")
+    parser.add_argument("--synthetic-n", type=int, default=1000, metavar="N", help="training chats per synthetic task (default 1000)")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records (with a warning) instead of stopping")
+    parser.add_argument("--resume", action="store_true", help="continue RUN2 from its checkpoint, exactly")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_sft)
+
+
+def run_sft(args) -> None:
+    from groklm.train.commands import print_summary
+    from groklm.train.config import parse_set_args
+
+    if args.synthetic_n < 1:
+        raise ConfigError(f"--synthetic-n must be at least 1, got {args.synthetic_n}")
+    run = sft(args.run, args.data, args.out, parse_set_args(args.overrides), resume=args.resume,
+              progress=not args.no_progress, val_data=args.val, skip_bad_lines=args.skip_bad_lines,
+              synthetic_n=args.synthetic_n)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print_summary(run)
