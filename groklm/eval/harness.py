@@ -1,0 +1,164 @@
+"""The eval harness: accuracy of a run on tasks that a program can grade, on the TEST split.
+
+Two ways to ask a model a question:
+
+  generate  NAME      the model answers freely (greedy, up to max_new_tokens, stopping at
+                      <|im_end|>); the task's verifier grades the answer in [0, 1]. Correct
+                      means a perfect score (1.0); the mean score also credits partial answers.
+  choice    NAME:mc   no generation: each option is scored by the log-likelihood the model gives
+                      it as the assistant's reply, sum over its tokens (and the closing
+                      <|im_end|>, so "1" is not rewarded for being the start of "12") of
+                      log p(token | prompt, earlier tokens); the most likely option is the
+                      answer. The mean score is the probability the model puts on the right
+                      option, normalised over the options: a softer signal that moves before
+                      the accuracy does.
+
+Multiple choice works on models too weak to write a well-formed answer; generation is what a
+user sees. Both use test problems, which no training set (of any seed) contains.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from groklm.errors import ConfigError
+
+CHOICE_SUFFIX = ":mc"
+
+
+def parse_tasks(spec: str | list[str]) -> list[str]:
+    """"arithmetic,spam:mc" -> ["arithmetic", "spam:mc"]; "all" / "all:mc" expand to every task."""
+    from groklm.data.synthetic import TASKS
+
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for name in (n.strip() for n in names if n.strip()):
+        base, choice = (name[: -len(CHOICE_SUFFIX)], True) if name.endswith(CHOICE_SUFFIX) else (name, False)
+        bases = list(TASKS) if base == "all" else [base]
+        for b in bases:
+            if b not in TASKS:
+                raise ConfigError(f"unknown task {b!r}; tasks are {', '.join(TASKS)} (add {CHOICE_SUFFIX} for multiple choice), or all")
+            out.append(b + CHOICE_SUFFIX if choice else b)
+    if not out:
+        raise ConfigError("no tasks to evaluate: --tasks NAME[,NAME] (e.g. arithmetic,spam:mc or all)")
+    return list(dict.fromkeys(out))
+
+
+def generate_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 64) -> str:
+    """The model's greedy reply to `messages`, without the stop token."""
+    from groklm.tokenizer.chat import render_prompt, stop_ids
+    from groklm.train.rollout import sample_responses
+
+    stop = stop_ids(tokenizer)
+    reply = sample_responses(model, render_prompt(tokenizer, messages), 1, max_new_tokens, stop, temperature=0.0)[0]
+    return tokenizer.decode([t for t in reply if t not in stop and t < tokenizer.vocab_size])
+
+
+def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
+    """log p(choice as the assistant's whole reply | messages) for each choice: a (len(choices),) tensor."""
+    import torch
+
+    from groklm.tokenizer.base import IM_END
+    from groklm.tokenizer.chat import render_prompt
+    from groklm.train.rollout import pack, token_logprobs
+
+    prompt = render_prompt(tokenizer, messages)
+    replies = [[*tokenizer.encode(c), tokenizer.special_tokens[IM_END]] for c in choices]
+    batch = pack([prompt] * len(choices), replies, model.config.block_size)
+    device = next(model.parameters()).device
+    seqs, mask = batch.sequences.to(device), batch.mask.to(device)
+    with torch.no_grad():
+        logits, _ = model(seqs)
+    return (token_logprobs(logits, seqs) * mask).sum(dim=1).cpu()
+
+
+def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None) -> dict:
+    from groklm.data.synthetic import TASKS
+
+    scores = []
+    for record in TASKS[task].rl_prompts(n, split="test", seed=seed):
+        scores.append(TASKS[task].verify(record, generate_answer(model, tokenizer, record["prompt"], max_new_tokens)))
+        if progress:
+            progress.update()
+    correct = sum(s >= 1.0 for s in scores)
+    return {"kind": "generate", "count": len(scores), "correct": correct,
+            "accuracy": correct / len(scores), "mean_score": sum(scores) / len(scores)}
+
+
+def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) -> dict:
+    from groklm.data.synthetic import TASKS
+
+    correct, right_prob, count = 0, 0.0, 0
+    for record in TASKS[task].choices(n, split="test", seed=seed):
+        logp = choice_logprobs(model, tokenizer, record["prompt"], record["choices"])
+        correct += int(logp.argmax().item() == record["answer_index"])
+        right_prob += logp.softmax(dim=0)[record["answer_index"]].item()
+        count += 1
+        if progress:
+            progress.update()
+    return {"kind": "choice", "count": count, "correct": correct,
+            "accuracy": correct / count, "mean_score": right_prob / count}
+
+
+def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new_tokens: int = 64, progress: bool = False) -> dict:
+    """{task: {"kind", "count", "correct", "accuracy", "mean_score"}} for a loaded model."""
+    from tqdm import tqdm
+
+    names = parse_tasks(tasks)
+    results = {}
+    with tqdm(total=n * len(names), unit="q", disable=not progress, dynamic_ncols=True) as bar:
+        for name in names:
+            if name.endswith(CHOICE_SUFFIX):
+                results[name] = eval_choices(model, tokenizer, name[: -len(CHOICE_SUFFIX)], n, seed, bar)
+            else:
+                results[name] = eval_generation(model, tokenizer, name, n, seed, max_new_tokens, bar)
+    return results
+
+
+def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "cpu",
+                 max_new_tokens: int = 64, progress: bool = False) -> dict:
+    """Load a run and evaluate it: {"run", "n", "seed", "tasks": {task: result}}."""
+    import groklm
+
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    model, tokenizer = groklm.load(run, device=device)
+    results = evaluate_model(model, tokenizer, tasks, n, seed, max_new_tokens, progress)
+    return {"run": str(run), "n": n, "seed": seed, "tasks": results}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['run']} (test split, seed {report['seed']})",
+             f"{'task':<16} {'kind':<9} {'count':>6} {'accuracy':>9} {'mean score':>11}"]
+    for name, r in report["tasks"].items():
+        lines.append(f"{name:<16} {r['kind']:<9} {r['count']:>6} {r['accuracy']:>8.1%} {r['mean_score']:>11.3f}")
+    return "\n".join(lines)
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="accuracy of a run on the synthetic tasks (test split)",
+        description="Evaluate RUN on test problems of the synthetic tasks. NAME: the model answers "
+        "(greedy) and the task's verifier grades it. NAME:mc: multiple choice by the log-likelihood "
+        "of each option. all / all:mc: every task.",
+    )
+    parser.add_argument("run", metavar="RUN", help="run directory to evaluate")
+    parser.add_argument("--tasks", default="all", metavar="NAME[,NAME]", help="tasks, e.g. arithmetic,spam:mc (default all)")
+    parser.add_argument("--n", type=int, default=100, help="problems per task (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="which test problems (default 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> None:
+    report = evaluate_run(Path(args.run), args.tasks, args.n, args.seed, args.device, args.max_new_tokens,
+                          progress=not args.json and sys.stderr.isatty())
+    print(json.dumps(report) if args.json else format_table(report))

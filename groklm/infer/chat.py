@@ -1,0 +1,151 @@
+"""`groklm chat`: talk to a run in the terminal, one line per message, replies streamed.
+
+The conversation is a message list rendered with ChatML each turn; the model continues the open
+assistant turn until <|im_end|> (or max_new_tokens). Commands:
+
+    /reset         forget the conversation (the system message stays)
+    /system TEXT   set the system message (an empty TEXT removes it)
+    /quit          leave (so does end of input, Ctrl-D)
+
+Input is read line by line from stdin, so a script can pipe a conversation in:
+    printf 'hi\\n/quit\\n' | groklm chat runs/sft
+When the prompt no longer fits the context (block_size minus room for the reply), the oldest
+turns are dropped, never the system message, and a note says so.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Iterator, TextIO
+
+HELP = "commands: /reset, /system TEXT, /quit"
+
+
+def fit_context(tokenizer, messages: list[dict], budget: int) -> tuple[list[dict], list[int], int]:
+    """Drop the oldest non-system messages until the rendered prompt has at most `budget`
+    tokens (the latest message always stays). Returns (kept messages, prompt ids, dropped count)."""
+    from groklm.tokenizer.chat import render_prompt
+
+    messages, dropped = list(messages), 0
+    while True:
+        ids = render_prompt(tokenizer, messages)
+        turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
+        if len(ids) <= budget or len(turns) <= 1:
+            return messages, ids, dropped
+        del messages[turns[0]]
+        dropped += 1
+
+
+def stream_reply(model, tokenizer, ids: list[int], out: TextIO, max_new_tokens: int,
+                 temperature: float, top_k: int | None, top_p: float | None, seed: int | None) -> str:
+    """Sample a reply to prompt `ids`, writing its text to `out` as it comes; returns the text."""
+    import torch
+
+    from groklm.tokenizer.chat import stop_ids
+
+    stop = stop_ids(tokenizer)
+    device = next(model.parameters()).device
+    decoder = tokenizer.stream_decoder()
+    reply: list[int] = []
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    for token in model.iter_generate(idx, max_new_tokens, temperature, top_k, top_p, seed):
+        token_id = token.item()
+        if token_id in stop:
+            break
+        if token_id >= tokenizer.vocab_size:  # a padding row of the embedding: not a token
+            continue
+        reply.append(token_id)
+        out.write(decoder.push(token_id))
+        out.flush()
+    out.write(decoder.flush() + "\n")
+    out.flush()
+    return tokenizer.decode(reply)
+
+
+def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None, err: TextIO | None = None,
+              system: str | None = None, temperature: float = 0.8, top_k: int | None = None,
+              top_p: float | None = None, max_new_tokens: int = 256, seed: int | None = None) -> list[dict]:
+    """Run a conversation over `lines` (user messages and commands); returns the final history."""
+    from groklm.infer.sampling import check_sampling
+
+    check_sampling(temperature, top_k, top_p)
+    out, err = out or sys.stdout, err or sys.stderr
+    budget = max(1, model.config.block_size - max_new_tokens)
+    head = [{"role": "system", "content": system}] if system else []
+    messages = list(head)
+    turn = 0
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            command, _, argument = text.partition(" ")
+            if command == "/quit":
+                break
+            if command == "/reset":
+                messages = list(head)
+                print("(conversation cleared)", file=err)
+            elif command == "/system":
+                head = [{"role": "system", "content": argument.strip()}] if argument.strip() else []
+                messages = head + [m for m in messages if m["role"] != "system"]
+                print(f"(system message {'set' if head else 'removed'})", file=err)
+            else:
+                print(f"unknown command {command}; {HELP}", file=err)
+            continue
+        messages.append({"role": "user", "content": text})
+        messages, ids, dropped = fit_context(tokenizer, messages, budget)
+        if dropped:
+            print(f"(context full: dropped the {dropped} oldest message(s); the system message is kept)", file=err)
+        turn_seed = None if seed is None else seed + turn  # a new draw every turn, repeatable per run
+        reply = stream_reply(model, tokenizer, ids, out, max_new_tokens, temperature, top_k, top_p, turn_seed)
+        messages.append({"role": "assistant", "content": reply})
+        turn += 1
+    return messages
+
+
+def read_lines(stream: TextIO, prompt: str | None, out: TextIO) -> Iterator[str]:
+    """Lines of `stream`; with a prompt (a terminal), show it before each read."""
+    while True:
+        if prompt:
+            out.write(prompt)
+            out.flush()
+        line = stream.readline()
+        if not line:
+            return
+        yield line
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="talk to a run in the terminal (streamed replies, history, /reset /system /quit)",
+        description="Chat with RUN. Each input line is a user message; replies stream as they are "
+        f"sampled. {HELP}. Reads stdin, so a conversation can be piped in.",
+    )
+    parser.add_argument("run", metavar="RUN", help="run directory (an SFT or RL model)")
+    parser.add_argument("--system", metavar="TEXT", help="system message")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply (default 256)")
+    parser.add_argument("--seed", type=int, default=None, help="make the replies repeatable")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.set_defaults(func=run_chat)
+
+
+def run_chat(args) -> None:
+    import groklm
+    from groklm.errors import ConfigError
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    model, tokenizer = groklm.load(args.run, device=args.device)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.run} ({HELP})", file=sys.stderr)
+    chat_loop(model, tokenizer, read_lines(sys.stdin, "> " if interactive else None, sys.stdout),
+              system=args.system, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+              max_new_tokens=args.max_new_tokens, seed=args.seed)

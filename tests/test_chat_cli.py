@@ -1,0 +1,66 @@
+"""`groklm chat`: history and commands driven by piped lines, context trimming, the command."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from groklm.infer.chat import chat_loop, fit_context
+from groklm.tokenizer.char import CharTokenizer
+from test_eval import Rigged
+from test_ppo import ASCII, make_run, one_thread  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CharTokenizer(sorted(set(ASCII)))
+
+
+def test_history_and_commands(tokenizer):
+    out, err = io.StringIO(), io.StringIO()
+    lines = ["hi\n", "\n", "/system Be terse.\n", "again\n", "/reset\n", "x\n", "/nope\n", "/quit\n", "never read\n"]
+    history = chat_loop(Rigged(tokenizer), tokenizer, lines, out, err, system="Hello.", temperature=0.0)
+    assert out.getvalue() == "7\n7\n7\n"  # one streamed reply per user line, none after /quit
+    # /reset kept the system message that /system set; the earlier turns are gone
+    assert history == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "x"},
+                       {"role": "assistant", "content": "7"}]
+    assert "cleared" in err.getvalue() and "unknown command /nope" in err.getvalue()
+
+
+def test_system_can_be_removed(tokenizer):
+    history = chat_loop(Rigged(tokenizer), tokenizer, ["/system\n", "hi\n"], io.StringIO(), io.StringIO(),
+                        system="Hello.", temperature=0.0)
+    assert [m["role"] for m in history] == ["user", "assistant"]
+
+
+def test_long_conversations_drop_the_oldest_turns_but_keep_the_system(tokenizer):
+    system = {"role": "system", "content": "S"}
+    turns = [{"role": r, "content": c * 30} for r, c in [("user", "a"), ("assistant", "b"), ("user", "c")]]
+    kept, ids, dropped = fit_context(tokenizer, [system, *turns], budget=90)
+    assert kept == [system, turns[2]] and dropped == 2 and len(ids) <= 90
+    # the latest message always stays, even if it alone is too long
+    kept, _, _ = fit_context(tokenizer, [system, *turns], budget=5)
+    assert kept == [system, turns[2]]
+    err = io.StringIO()
+    model = Rigged(tokenizer)
+    model.config.block_size = 64
+    chat_loop(model, tokenizer, ["a" * 30 + "\n", "b" * 30 + "\n"], io.StringIO(), err, system="S",
+              temperature=0.0, max_new_tokens=4)
+    assert "context full: dropped the 2 oldest" in err.getvalue()
+
+
+def test_chat_command_reads_piped_stdin(tmp_path, monkeypatch, capsys):
+    import groklm.cli
+
+    run = make_run(tmp_path / "run", block_size=128)
+    monkeypatch.setattr(groklm.cli, "COMMAND_MODULES", [*(m for m in groklm.cli.COMMAND_MODULES if m != "groklm.infer.chat"), "groklm.infer.chat"])
+    replies = []
+    for _ in range(2):
+        monkeypatch.setattr("sys.stdin", io.StringIO("hello\nhow are you?\n/quit\n"))
+        groklm.cli.main(["chat", str(run), "--system", "Be kind.", "--seed", "3", "--max-new-tokens", "6"])
+        replies.append(capsys.readouterr().out)
+    assert replies[0] == replies[1] and replies[0].count("\n") >= 2  # seeded: the same replies
+    with pytest.raises(SystemExit):
+        groklm.cli.main(["chat", str(run), "--temperature", "-1"])
+    assert "temperature" in capsys.readouterr().err

@@ -1,0 +1,109 @@
+"""The eval harness: task parsing, a rigged model whose answers and choices are known in
+advance, a real tiny run end to end, and the `groklm eval` command."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from groklm.data.synthetic import TASKS
+from groklm.errors import ConfigError
+from groklm.model import GPT
+from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answer, parse_tasks
+from groklm.tokenizer.base import IM_END
+from groklm.tokenizer.char import CharTokenizer
+from test_ppo import ASCII, make_run, one_thread  # noqa: F401
+
+
+class Rigged(nn.Module):
+    """Says "7" and ends its turn: logit 5 for "7" (after anything but "7") and for <|im_end|>
+    (after "7"), 0 for every other token."""
+
+    iter_generate = GPT.iter_generate  # streams through forward() like a real model (for chat)
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.config = SimpleNamespace(block_size=512)
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the harness a device to read
+        self.seven, self.end, self.vocab = tokenizer.encode("7")[0], tokenizer.special_tokens[IM_END], tokenizer.vocab_size
+
+    def forward(self, idx):
+        logits = torch.zeros(*idx.shape, self.vocab)
+        after_seven = (idx == self.seven).float()
+        logits[..., self.seven] = 5.0 * (1 - after_seven)
+        logits[..., self.end] = 5.0 * after_seven
+        return logits, None
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CharTokenizer(sorted(set(ASCII)))
+
+
+def test_parse_tasks():
+    assert parse_tasks("arithmetic, spam:mc") == ["arithmetic", "spam:mc"]
+    assert parse_tasks("all") == list(TASKS)
+    assert parse_tasks("all:mc,spam:mc") == [t + ":mc" for t in TASKS]
+    with pytest.raises(ConfigError, match="unknown task 'arithmetc'"):
+        parse_tasks("arithmetc")
+    with pytest.raises(ConfigError, match="no tasks"):
+        parse_tasks(" , ")
+
+
+def test_choice_scorer_on_a_rigged_model(tokenizer):
+    model = Rigged(tokenizer)
+    messages = [{"role": "user", "content": "What is 3+4?"}]
+    logp = choice_logprobs(model, tokenizer, messages, ["8", "7", "77", "17"])
+    # "7" then <|im_end|>: two tokens each at logit 5 against V-1 logits of 0.
+    best = 5 - math.log(math.exp(5) + tokenizer.vocab_size - 1)
+    assert logp[1].item() == pytest.approx(2 * best, abs=1e-4)
+    assert logp.argmax().item() == 1
+    assert generate_answer(model, tokenizer, messages) == "7"
+
+
+def test_harness_counts_and_scores_on_a_rigged_model(tokenizer):
+    model = Rigged(tokenizer)
+    results = evaluate_model(model, tokenizer, "arithmetic,arithmetic:mc", n=30, seed=0)
+    records = TASKS["arithmetic"].rl_prompts(30, split="test", seed=0)
+    expected = [TASKS["arithmetic"].verify(r, "7") for r in records]  # what "7" earns on each
+    gen = results["arithmetic"]
+    assert gen["kind"] == "generate" and gen["count"] == 30
+    assert gen["correct"] == sum(s == 1.0 for s in expected)
+    assert gen["mean_score"] == pytest.approx(sum(expected) / 30)
+    mc = results["arithmetic:mc"]
+    assert mc["kind"] == "choice" and mc["count"] == 30
+    # Wherever "7" is an option the model picks it: right exactly when "7" is the answer.
+    for record in TASKS["arithmetic"].choices(30, split="test", seed=0):
+        if "7" in record["choices"]:
+            picked = choice_logprobs(model, tokenizer, record["prompt"], record["choices"]).argmax().item()
+            assert picked == record["choices"].index("7")
+    assert 0 <= mc["mean_score"] <= 1
+
+
+def test_every_task_runs_on_a_tiny_model(tmp_path):
+    run = make_run(tmp_path / "run", block_size=256)
+    report = evaluate_run(run, "all,all:mc", n=2, seed=1, max_new_tokens=4)
+    assert set(report["tasks"]) == set(TASKS) | {t + ":mc" for t in TASKS}
+    for result in report["tasks"].values():
+        assert result["count"] == 2 and 0 <= result["accuracy"] <= 1 and 0 <= result["mean_score"] <= 1
+    assert "arithmetic:mc" in format_table(report)
+
+
+def test_eval_command(tmp_path, monkeypatch, capsys):
+    import groklm.cli
+
+    run = make_run(tmp_path / "run", block_size=256)
+    monkeypatch.setattr(groklm.cli, "COMMAND_MODULES", [*(m for m in groklm.cli.COMMAND_MODULES if m != "groklm.eval.harness"), "groklm.eval.harness"])
+    groklm.cli.main(["eval", str(run), "--tasks", "spam,arithmetic:mc", "--n", "3", "--max-new-tokens", "3", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 3 and [r["count"] for r in report["tasks"].values()] == [3, 3]
+    groklm.cli.main(["eval", str(run), "--tasks", "spam", "--n", "1", "--max-new-tokens", "2"])
+    assert "spam" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        groklm.cli.main(["eval", str(run), "--tasks", "nope"])
+    assert "unknown task" in capsys.readouterr().err
