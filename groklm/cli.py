@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "groklm.data.commands",
     "groklm.train.commands",
     "groklm.train.sft",
+    "groklm.train.reward",
+    "groklm.train.dpo",
     "groklm.train.ppo",
     "groklm.eval.harness",
     "groklm.infer.chat",

@@ -1,11 +1,12 @@
 """`groklm speedrun --out DIR`: the whole life of a model in one command, offline, on a CPU.
 
-    tokenizer (BPE on your Python's standard library) -> token shards -> pretrained GPT
-    -> samples -> DIR/report.md + DIR/report.json
+    tokenizer -> pretraining (your Python's standard library) -> SFT (synthetic chat tasks)
+    -> reward model -> DPO and PPO -> evals of every stage -> DIR/report.md + DIR/report.json
 
-Every stage writes its own directory under DIR, which every other groklm command can read
-(`groklm sample DIR/base`, `groklm attention DIR/base`, `groklm export DIR/base --to hf ...`).
-The post-training stages (SFT, reward model, DPO, PPO, evals) join this pipeline as they land.
+Every stage writes its own run directory under DIR, which every other groklm command can
+read (`groklm chat DIR/sft`, `groklm eval DIR/ppo --tasks all`, `groklm export DIR/base ...`).
+The chat tasks come with verifiers (groklm.data.synthetic), so each stage's gain is measured on
+held-out test problems, not asserted.
 """
 
 from __future__ import annotations
@@ -19,20 +20,34 @@ from pathlib import Path
 from groklm.errors import ConfigError
 
 SAMPLE_PROMPTS = ["def ", "import os\n\n", "class Config:\n    "]
+STAGE_DIRS = ("tokenizer", "data", "base", "sft", "reward", "dpo", "ppo")
+REPORT_FILES = ("report.json", "report.md", "evals.png")
+TUNED = ("sft", "reward", "dpo", "ppo")  # stages whose settings `--set STAGE.key=value` reaches
+# Settings for a 2-core CPU: the whole pipeline in well under 20 minutes.
+STAGE_SETTINGS = {
+    "sft": {"max_iters": 600},
+    "reward": {"max_iters": 150},
+    "dpo": {"max_iters": 150},
+    "ppo": {"max_iters": 40},
+}
+EVAL_TASKS = "all"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "speedrun",
-        help="the main job: tokenizer -> data -> pretraining -> samples -> report, offline",
-        description="Train a tokenizer and a small GPT on the Python standard library's source "
-        "(on every machine, offline) and write a report card.",
+        help="the main job: tokenizer -> pretraining -> SFT -> reward model -> DPO, PPO -> evals -> report",
+        description="Train a tokenizer and a small GPT on the Python standard library's source, teach it "
+        "the synthetic chat tasks (SFT), align it (reward model, DPO, PPO) and evaluate every stage on "
+        "held-out problems; offline, on a CPU. Writes DIR/report.md and DIR/report.json.",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="where every stage's directory and the report go")
     parser.add_argument("--preset", default="tiny", help="pretraining preset (default: tiny)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)")
+    parser.add_argument("--eval-n", type=int, default=40, help="test problems per task in the evals (default: 40)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override a pretraining setting, e.g. --set max_iters=200")
+                        help="override a setting: KEY for pretraining (e.g. max_iters=200), "
+                        "STAGE.KEY for sft, reward, dpo or ppo (e.g. sft.max_iters=300)")
     parser.add_argument("--force", action="store_true", help="replace the stage directories of an earlier speedrun in DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_speedrun)
@@ -41,71 +56,120 @@ def register(subparsers) -> None:
 def run_speedrun(args: argparse.Namespace) -> None:
     from groklm.train.config import parse_set_args
 
-    overrides = parse_set_args(args.overrides)
-    report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force)
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
-    base = report["stages"]["pretrain"]
-    print(f"val loss {base['val_loss']:.3f} (uniform guess {base['uniform_loss']:.3f}) in {report['wall_s']:.0f}s")
+    overrides = stage_overrides(parse_set_args(args.overrides))
+    report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force, args.eval_n)
+    print(f"\nreport: {Path(args.out) / 'report.md'} ({report['wall_s']:.0f}s)")
+    print(eval_table(report))
+
+
+def stage_overrides(flat: dict) -> dict[str, dict]:
+    """{"max_iters": 9, "sft.lr": 1e-4} -> {"pretrain": {"max_iters": 9}, "sft": {"lr": 1e-4}}."""
+    staged: dict[str, dict] = {}
+    for key, value in flat.items():
+        stage, _, name = key.rpartition(".")
+        stage = stage or "pretrain"
+        if stage not in ("pretrain", *TUNED):
+            raise ConfigError(f"--set {key}: unknown stage {stage!r}; stages: pretrain (no prefix), {', '.join(TUNED)}")
+        staged.setdefault(stage, {})[name] = value
+    return staged
 
 
 def speedrun(
     out_dir: str | Path,
     preset: str = "tiny",
     vocab_size: int = 4096,
-    overrides: dict | None = None,
+    overrides: dict[str, dict] | None = None,
     progress: bool = True,
     force: bool = False,
+    eval_n: int = 40,
 ) -> dict:
     """Run every stage into `out_dir`; returns the report (also written as report.json/.md).
 
+    overrides: per stage ("pretrain", "sft", "reward", "dpo", "ppo") settings, as `--set` takes.
     An earlier speedrun's stage directories in `out_dir` are an error, or replaced with `force`.
     """
     from groklm.data.shards import prepare
     from groklm.data.sources import pystdlib_files
+    from groklm.data.synthetic import make_sft
     from groklm.tokenizer import Tokenizer
+    from groklm.train.dpo import train_dpo
+    from groklm.train.ppo import train_ppo
     from groklm.train.pretrain import pretrain
+    from groklm.train.reward import train_reward
+    from groklm.train.sft import sft
 
     if vocab_size < 512:
         raise ConfigError(f"--vocab-size must be at least 512 for a useful BPE, got {vocab_size}")
+    overrides = overrides or {}
+    settings = {stage: {**STAGE_SETTINGS.get(stage, {}), **overrides.get(stage, {})} for stage in ("pretrain", *TUNED)}
     out = Path(out_dir)
     _clear_earlier_run(out, force)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict] = {}
     started = time.perf_counter()
 
-    _announce("tokenizer")
-    clock = time.perf_counter()
-    tokenizer = Tokenizer.train(pystdlib_files(), vocab_size, progress=progress)
-    tokenizer.save(out / "tokenizer")
-    stages["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "dir": str(out / "tokenizer"), "wall_s": _since(clock)}
+    with _stage("tokenizer", stages):
+        # The chat tasks' words are in the tokenizer's training text too, so a reply is a few
+        # tokens rather than dozens of fragments of Python identifiers.
+        chat_text = ["\n".join(m["content"] for m in r["messages"]) for r in make_sft(None, 300, "train", seed=0)]
+        tokenizer = Tokenizer.train([*pystdlib_files(), *chat_text], vocab_size, progress=progress)
+        tokenizer.save(out / "tokenizer")
+        stages["tokenizer"] = {"vocab_size": tokenizer.vocab_size, "dir": str(out / "tokenizer")}
 
-    _announce("data")
-    clock = time.perf_counter()
-    meta = prepare(["pystdlib"], str(out / "tokenizer"), out / "data", progress=progress)
-    corpus_bytes = sum(f.stat().st_size for f in pystdlib_files())
-    stages["data"] = {
-        "train_tokens": meta["train_tokens"],
-        "val_tokens": meta["val_tokens"],
-        "documents": meta["documents"],
-        "bytes_per_token": corpus_bytes / (meta["train_tokens"] + meta["val_tokens"]),
-        "dir": str(out / "data"),
-        "wall_s": _since(clock),
-    }
+    with _stage("data", stages):
+        meta = prepare(["pystdlib"], str(out / "tokenizer"), out / "data", progress=progress)
+        corpus_bytes = sum(f.stat().st_size for f in pystdlib_files())
+        stages["data"] = {"train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"],
+                          "documents": meta["documents"],
+                          "bytes_per_token": corpus_bytes / (meta["train_tokens"] + meta["val_tokens"]),
+                          "dir": str(out / "data")}
 
-    _announce("pretrain")
-    clock = time.perf_counter()
-    run = pretrain(out / "data", out / "base", preset=preset, overrides=overrides or {}, progress=progress)
-    stages["pretrain"] = {**_pretrain_figures(run, vocab_size), "dir": str(run), "wall_s": _since(clock)}
+    with _stage("pretrain", stages):
+        run = pretrain(out / "data", out / "base", preset=preset, overrides=settings["pretrain"], progress=progress)
+        stages["pretrain"] = {**_pretrain_figures(run, vocab_size), "dir": str(run)}
 
-    _announce("samples")
-    samples = _samples(run)
-    report = {"stages": stages, "samples": samples, "wall_s": _since(started)}
+    with _stage("sft", stages):
+        run = sft(out / "base", "synthetic", out / "sft", overrides=settings["sft"], progress=progress)
+        stages["sft"] = {**_last_figures(run, ["loss", "val_loss"]), "dir": str(run), "loss_plot": str(run / "loss.png")}
+
+    with _stage("reward", stages):
+        run = train_reward(out / "sft", "synthetic", out / "reward", overrides=settings["reward"], progress=progress)
+        stages["reward"] = {**_last_figures(run, ["val_accuracy", "val_rewards/margins", "val_loss"]),
+                            "chance_accuracy": 0.5, "dir": str(run), "loss_plot": str(run / "loss.png")}
+
+    with _stage("dpo", stages):
+        run = train_dpo(out / "sft", "synthetic", out / "dpo", overrides=settings["dpo"], progress=progress)
+        stages["dpo"] = {**_last_figures(run, ["val_accuracy", "val_rewards/margins", "val_rewards/chosen",
+                                                "val_rewards/rejected", "val_loss"]),
+                         "dir": str(run), "loss_plot": str(run / "loss.png")}
+
+    with _stage("ppo", stages):
+        run = train_ppo(out / "sft", out / "ppo", reward="verifier", prompts="synthetic",
+                        overrides=settings["ppo"], progress=progress)
+        stages["ppo"] = {**_ppo_figures(run), "dir": str(run), "plot": str(run / "reward_kl.png")}
+
+    with _stage("eval", stages):
+        evals = _evaluate(out, eval_n)
+
+    report = {"stages": stages, "evals": evals, "samples": _samples(out / "base"), "wall_s": _since(started)}
+    _plot_evals(report, out / "evals.png")
     _write_report(out, report)
     return report
 
 
-STAGE_DIRS = ("tokenizer", "data", "base")
-REPORT_FILES = ("report.json", "report.md")
+class _stage:
+    """`with _stage(name, stages):` announces a stage and records its wall time."""
+
+    def __init__(self, name: str, stages: dict):
+        self.name, self.stages = name, stages
+
+    def __enter__(self):
+        print(f"== {self.name}", flush=True)
+        self.clock = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.stages.setdefault(self.name, {})["wall_s"] = _since(self.clock)
 
 
 def _clear_earlier_run(out: Path, force: bool) -> None:
@@ -121,12 +185,28 @@ def _clear_earlier_run(out: Path, force: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _pretrain_figures(run: Path, vocab_size: int) -> dict:
-    from groklm.model import GPT
+def _metrics(run: Path) -> list[dict]:
     from groklm.rundir import METRICS_FILE
     from groklm.train.plots import read_metrics
 
-    records = read_metrics(run / METRICS_FILE)
+    return read_metrics(run / METRICS_FILE)
+
+
+def _last_figures(run: Path, names: list[str]) -> dict:
+    """The last logged value of each metric in `names` (validation metrics: at the last eval)."""
+    records = _metrics(run)
+    found = {}
+    for name in names:
+        values = [r[name] for r in records if name in r]
+        found[name.replace("/", "_")] = values[-1] if values else float("nan")
+    found["steps"] = records[-1]["step"] if records else 0
+    return found
+
+
+def _pretrain_figures(run: Path, vocab_size: int) -> dict:
+    from groklm.model import GPT
+
+    records = _metrics(run)
     vals = [r for r in records if "val_loss" in r]
     speeds = [r["tokens_per_sec"] for r in records if r.get("tokens_per_sec")]
     return {
@@ -140,6 +220,65 @@ def _pretrain_figures(run: Path, vocab_size: int) -> dict:
         "tokens_per_sec": sorted(speeds)[len(speeds) // 2] if speeds else 0.0,
         "loss_plot": str(run / "loss.png"),
     }
+
+
+def _ppo_figures(run: Path) -> dict:
+    """Mean verifier score and KL to the SFT model over the first and last tenth of PPO's steps."""
+    records = [r for r in _metrics(run) if "score" in r]
+    if not records:
+        return {"steps": 0}
+    tenth = max(1, len(records) // 10)
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {"steps": records[-1]["step"], "score_start": mean(records[:tenth], "score"),
+            "score_end": mean(records[-tenth:], "score"), "kl_end": mean(records[-tenth:], "kl")}
+
+
+def _evaluate(out: Path, n: int) -> dict[str, dict]:
+    """Accuracy per task of every stage's model, on the same held-out test problems."""
+    from groklm.eval.harness import evaluate_run
+
+    evals = {}
+    for stage, folder in (("base", "base"), ("sft", "sft"), ("dpo", "dpo"), ("ppo", "ppo")):
+        result = evaluate_run(out / folder, tasks=EVAL_TASKS, n=n, seed=0)
+        evals[stage] = {task: {"accuracy": r["accuracy"], "mean_score": r["mean_score"], "count": r["count"]}
+                        for task, r in result["tasks"].items()}
+    return evals
+
+
+def eval_table(report: dict) -> str:
+    """A markdown table: one row per stage, one column per task (accuracy on the test split)."""
+    evals = report["evals"]
+    tasks = list(next(iter(evals.values())))
+    lines = ["| stage | " + " | ".join(tasks) + " | mean |", "| --- |" + " --- |" * (len(tasks) + 1)]
+    for stage, results in evals.items():
+        accuracies = [results[t]["accuracy"] for t in tasks]
+        cells = [f"{100 * a:.0f}%" for a in accuracies] + [f"{100 * sum(accuracies) / len(accuracies):.1f}%"]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_evals(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from groklm.rundir import atomic_path
+
+    evals = report["evals"]
+    tasks = list(next(iter(evals.values())))
+    width = 0.8 / len(evals)
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
+    for i, (stage, results) in enumerate(evals.items()):
+        ax.bar([t + i * width for t in range(len(tasks))], [100 * results[t]["accuracy"] for t in tasks], width, label=stage)
+    ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks)
+    ax.set_ylabel("accuracy on the test split (%)")
+    ax.set_title("evals by stage")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def _samples(run: Path) -> list[dict]:
@@ -161,7 +300,8 @@ def _write_report(out: Path, report: dict) -> None:
 
     write_json(out / "report.json", report)
     s = report["stages"]
-    tok, data, base = s["tokenizer"], s["data"], s["pretrain"]
+    tok, data, base, sft, rm, dpo, ppo = (s[k] for k in ("tokenizer", "data", "pretrain", "sft", "reward", "dpo", "ppo"))
+    rel = lambda p: Path(p).relative_to(out)  # noqa: E731
     lines = [
         "# groklm speedrun",
         "",
@@ -175,20 +315,37 @@ def _write_report(out: Path, report: dict) -> None:
         f"| pretrain | {base['params']:,} params, {base['steps']} steps, val loss {base['val_loss']:.3f} "
         f"(step {base['first_eval_step']}: {base['val_loss_first_eval']:.3f}; uniform guess: {base['uniform_loss']:.3f}), "
         f"{base['tokens_per_sec']:,.0f} tokens/s | {base['wall_s']:.1f} s |",
+        f"| sft | {sft['steps']} steps, val loss on assistant tokens {sft['val_loss']:.3f} | {sft['wall_s']:.1f} s |",
+        f"| reward model | {rm['steps']} steps, held-out pairwise accuracy {100 * rm['val_accuracy']:.1f}% "
+        f"(chance 50%), margin {rm['val_rewards_margins']:.2f} | {rm['wall_s']:.1f} s |",
+        f"| dpo | {dpo['steps']} steps, held-out accuracy {100 * dpo['val_accuracy']:.1f}%, margin "
+        f"{dpo['val_rewards_margins']:.3f} (chosen {dpo['val_rewards_chosen']:.3f}, rejected "
+        f"{dpo['val_rewards_rejected']:.3f}) | {dpo['wall_s']:.1f} s |",
+        f"| ppo | {ppo['steps']} steps, verifier score {ppo['score_start']:.3f} -> {ppo['score_end']:.3f}, "
+        f"KL to SFT {ppo['kl_end']:.3f} | {ppo['wall_s']:.1f} s |",
+        f"| eval | every stage on {next(iter(report['evals']['base'].values()))['count']} test problems per task "
+        f"| {s['eval']['wall_s']:.1f} s |",
         "",
-        f"![pretraining loss]({Path(base['loss_plot']).relative_to(out)})",
+        "## Accuracy on held-out test problems",
+        "",
+        eval_table(report),
+        "",
+        "![evals by stage](evals.png)",
+        "",
+        "## Curves",
+        "",
+        f"![pretraining loss]({rel(base['loss_plot'])}) ![SFT loss]({rel(sft['loss_plot'])})",
+        f"![reward model loss]({rel(rm['loss_plot'])}) ![DPO loss]({rel(dpo['loss_plot'])})",
+        f"![PPO reward and KL]({rel(ppo['plot'])})",
         "",
         "## Samples from the base model",
         "",
     ]
     for sample in report["samples"]:
-        lines += [f"Prompt {json.dumps(sample['prompt'])}, seed {sample['seed']}:", "", "```", sample["prompt"] + sample["completion"], "```", ""]
+        lines += [f"Prompt {json.dumps(sample['prompt'])}, seed {sample['seed']}:", "", "```",
+                  sample["prompt"] + sample["completion"], "```", ""]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
-
-
-def _announce(stage: str) -> None:
-    print(f"== {stage}", flush=True)
 
 
 def _since(clock: float) -> float:

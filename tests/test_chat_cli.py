@@ -54,7 +54,6 @@ def test_chat_command_reads_piped_stdin(tmp_path, monkeypatch, capsys):
     import groklm.cli
 
     run = make_run(tmp_path / "run", block_size=128)
-    monkeypatch.setattr(groklm.cli, "COMMAND_MODULES", [*(m for m in groklm.cli.COMMAND_MODULES if m != "groklm.infer.chat"), "groklm.infer.chat"])
     replies = []
     for _ in range(2):
         monkeypatch.setattr("sys.stdin", io.StringIO("hello\nhow are you?\n/quit\n"))

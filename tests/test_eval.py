@@ -98,7 +98,6 @@ def test_eval_command(tmp_path, monkeypatch, capsys):
     import groklm.cli
 
     run = make_run(tmp_path / "run", block_size=256)
-    monkeypatch.setattr(groklm.cli, "COMMAND_MODULES", [*(m for m in groklm.cli.COMMAND_MODULES if m != "groklm.eval.harness"), "groklm.eval.harness"])
     groklm.cli.main(["eval", str(run), "--tasks", "spam,arithmetic:mc", "--n", "3", "--max-new-tokens", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3 and [r["count"] for r in report["tasks"].values()] == [3, 3]

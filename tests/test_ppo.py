@@ -181,7 +181,6 @@ def test_ppo_command_with_a_prompts_file(source, tmp_path, monkeypatch, capsys):
     prompts.write_text(json.dumps({"prompt": PROMPT}) + "\n")
     # The CLI's reward is a verifier or a reward model; here a stand-in for the verifier.
     monkeypatch.setattr(ppo, "make_reward", lambda spec, device: starts_with_a)
-    monkeypatch.setattr(groklm.cli, "COMMAND_MODULES", [*(m for m in groklm.cli.COMMAND_MODULES if m != "groklm.train.ppo"), "groklm.train.ppo"])
     out = tmp_path / "cli"
     groklm.cli.main(["ppo", str(source), "--prompts", str(prompts), "--out", str(out), "--algo", "grpo",
                      "--kl-coef", "0.1", "--no-progress", "--set", "max_iters=2", "prompts_per_step=2",

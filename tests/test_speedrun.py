@@ -8,35 +8,54 @@ import math
 import pytest
 
 from groklm.errors import ConfigError
-from groklm.speedrun import speedrun
+from groklm.speedrun import speedrun, stage_overrides
 
-SMALL = {"max_iters": 6, "eval_interval": 3, "eval_iters": 2, "n_layer": 1, "n_head": 2, "n_embd": 32,
-         "block_size": 32, "batch_size": 4, "warmup_iters": 2}
+STEPS = {"eval_iters": 2, "batch_size": 4, "warmup_iters": 1}
+SMALL = {
+    "pretrain": {**STEPS, "max_iters": 6, "eval_interval": 3, "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 128},
+    "sft": {**STEPS, "max_iters": 4, "eval_interval": 2},
+    "reward": {**STEPS, "max_iters": 3, "eval_interval": 3},
+    "dpo": {**STEPS, "max_iters": 3, "eval_interval": 3},
+    "ppo": {"max_iters": 2, "prompts_per_step": 2, "max_new_tokens": 4},
+}
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("speedrun")
-    return out, speedrun(out, vocab_size=512, overrides=SMALL, progress=False)
+    return out, speedrun(out, vocab_size=512, overrides=SMALL, progress=False, eval_n=1)
 
 
 def test_every_stage_writes_its_directory_and_the_report(finished):
     out, report = finished
-    for stage in ("tokenizer", "data", "base"):
+    for stage in ("tokenizer", "data", "base", "sft", "reward", "dpo", "ppo"):
         assert (out / stage).is_dir()
-    assert (out / "base" / "model.safetensors").is_file() and (out / "base" / "loss.png").is_file()
+    for run in ("base", "sft", "dpo", "ppo"):
+        assert (out / run / "model.safetensors").is_file()
+    assert (out / "base" / "loss.png").is_file() and (out / "evals.png").is_file()
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     markdown = (out / "report.md").read_text()
-    assert "| pretrain |" in markdown and "## Samples" in markdown
+    for row in ("| pretrain |", "| sft |", "| reward model |", "| dpo |", "| ppo |", "## Accuracy", "## Samples"):
+        assert row in markdown
 
 
 def test_report_figures_are_measured(finished):
     _, report = finished
-    base = report["stages"]["pretrain"]
-    assert base["steps"] == SMALL["max_iters"]
+    stages = report["stages"]
+    base = stages["pretrain"]
+    assert base["steps"] == 6 and stages["sft"]["steps"] == 4 and stages["ppo"]["steps"] == 2
     assert base["val_loss"] < base["uniform_loss"] == pytest.approx(math.log(512))
-    assert report["stages"]["data"]["bytes_per_token"] > 1.5  # BPE compresses real text
-    assert len(report["samples"]) == 3 and all(s["completion"] for s in report["samples"])
+    assert stages["data"]["bytes_per_token"] > 1.5  # BPE compresses real text
+    assert 0.0 <= stages["reward"]["val_accuracy"] <= 1.0
+    assert set(report["evals"]) == {"base", "sft", "dpo", "ppo"}
+    assert all(r["count"] == 1 for results in report["evals"].values() for r in results.values())
+    assert len(report["samples"]) == 3
+
+
+def test_stage_settings_from_the_command_line():
+    assert stage_overrides({"max_iters": "9", "sft.lr": "1e-4"}) == {"pretrain": {"max_iters": "9"}, "sft": {"lr": "1e-4"}}
+    with pytest.raises(ConfigError, match="unknown stage"):
+        stage_overrides({"rlhf.lr": "1"})
 
 
 def test_a_second_speedrun_into_the_same_directory_needs_force(finished):
@@ -50,3 +69,7 @@ def test_full_speedrun_learns(tmp_path):
     report = speedrun(tmp_path, progress=False)
     base = report["stages"]["pretrain"]
     assert base["val_loss"] < base["uniform_loss"] - 2.0
+    mean = {stage: sum(r["accuracy"] for r in results.values()) / len(results) for stage, results in report["evals"].items()}
+    assert mean["sft"] > mean["base"] + 0.2
+    assert report["stages"]["reward"]["val_accuracy"] > 0.6
+    assert report["wall_s"] < 20 * 60

@@ -1,0 +1,165 @@
+"""Direct Preference Optimization: learn from preference pairs with no reward model and no RL.
+
+RLHF fits a reward model r, then maximises E[r] - beta * KL(policy || reference) with PPO.
+That objective's optimum is known in closed form, pi*(y|x) ∝ ref(y|x) exp(r(x, y) / beta), so
+r(x, y) = beta * log(pi*(y|x) / ref(y|x)) + (a term that cancels in comparisons). Putting this
+implicit reward into the reward model's Bradley-Terry loss trains the policy directly:
+
+    h    = (log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))
+    loss = -log sigmoid(beta * h)                                       sigmoid (DPO)
+         = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)    with label smoothing eps
+         = (h - 1 / (2 beta))^2                                         ipo
+
+log pi(y) is the sum of the reply's token log-probs under the policy; the reference is the
+starting model, frozen. beta is the strength of the leash to it. Label smoothing (cDPO) says
+"a fraction eps of the labels may be flipped", so the loss stops pushing once the policy is
+confident. IPO regresses h to a fixed target instead of pushing it to infinity, which keeps
+the policy from drifting arbitrarily far when the preferences are deterministic; like TRL
+(and the IPO authors' experiments) it uses per-token average log-probs, so beta means the same
+for short and long replies.
+
+    groklm dpo RUN --data synthetic --out RUN_DPO [--beta 0.1] [--loss sigmoid|ipo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from groklm.errors import ConfigError
+
+STAGE = "dpo"
+LOSSES = ("sigmoid", "ipo")
+# Fine-tuning settings: DPO moves a model a little, from a model that is already good.
+DEFAULTS = dict(batch_size=8, max_iters=300, lr=5e-5, min_lr=5e-6, warmup_iters=20, weight_decay=0.0,
+                eval_interval=100, eval_iters=10, log_interval=10)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair losses and the implicit rewards beta * log(pi / ref) of chosen and rejected
+    (detached: they are for logging)."""
+    chosen_ratio = policy_chosen_logps - ref_chosen_logps
+    rejected_ratio = policy_rejected_logps - ref_rejected_logps
+    h = chosen_ratio - rejected_ratio
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ConfigError(f"unknown DPO loss {loss_type!r}; losses: {', '.join(LOSSES)}")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float):
+    """loss_fn(policy, (ids, response, lengths)) for the training loop."""
+    average = loss_type == "ipo"
+
+    def loss_fn(policy, batch):
+        from groklm.train.preferences import sequence_logps
+
+        ids, response, _ = batch
+        policy_chosen, policy_rejected = sequence_logps(policy, ids, response, average).chunk(2)
+        with torch.no_grad():
+            ref_chosen, ref_rejected = sequence_logps(reference, ids, response, average).chunk(2)
+        losses, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+                                            beta, loss_type, label_smoothing)
+        return losses.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+                               "rewards/margins": (chosen - rejected).mean(),
+                               "accuracy": (chosen > rejected).float().mean(),
+                               "logps/chosen": policy_chosen.detach().mean(),
+                               "logps/rejected": policy_rejected.detach().mean()}
+
+    return loss_fn
+
+
+def train_dpo(
+    run: str | os.PathLike | None,
+    data: str | None,
+    out: str | os.PathLike,
+    val: str | None = None,
+    beta: float | None = None,
+    loss_type: str | None = None,
+    label_smoothing: float | None = None,
+    overrides: dict | None = None,
+    skip_bad_lines: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """DPO-train a copy of the GPT run `run` (the policy) against a frozen copy (the reference)
+    into `out`, a normal GPT run ("stage": "dpo"); returns `out`. On resume the settings
+    default to the saved ones, and the reference is the saved base run again."""
+    from groklm.model import GPT
+    from groklm.rundir import read_config
+    from groklm.train.preferences import check_finite, resolve_base, resolve_data, stage_config, train_on_pairs
+
+    out = Path(out)
+    cfg, saved = stage_config(out, STAGE, DEFAULTS, overrides or {}, resume)
+    base, model_config = resolve_base(run, saved)
+    data, val = resolve_data(data, val, saved, STAGE)
+    settings = (saved or {}).get(STAGE, {"beta": 0.1, "loss": "sigmoid", "label_smoothing": 0.0})
+    beta = check_finite("beta", beta if beta is not None else settings["beta"])
+    if beta <= 0:
+        raise ConfigError(f"beta must be > 0, got {beta}")
+    loss_type = loss_type or settings["loss"]
+    if loss_type not in LOSSES:
+        raise ConfigError(f"unknown DPO loss {loss_type!r}; losses: {', '.join(LOSSES)}")
+    smoothing = check_finite("label_smoothing", label_smoothing if label_smoothing is not None else settings["label_smoothing"], 0.0, 0.5)
+    if smoothing and loss_type == "ipo":
+        raise ConfigError("label smoothing applies to the sigmoid loss only; drop --label-smoothing or use --loss sigmoid")
+    if resume and read_config(base)["model"] != model_config:
+        raise ConfigError(f"the reference run {base} no longer matches the model this run started from")
+    config = {"model": model_config, "train": cfg.to_dict(), "stage": STAGE, "arch": "gpt", "base_run": str(base.resolve()),
+              "data": {"spec": data, "val": val}, STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing}}
+
+    def build(device):
+        reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
+        reference.requires_grad_(False)
+        policy = copy.deepcopy(reference).requires_grad_(True).train()
+        return policy, dpo_loss_fn(reference, beta, loss_type, smoothing)
+
+    return train_on_pairs(out, base, config, cfg, build, skip_bad_lines, resume, progress)
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    from groklm.train.reward import add_pair_arguments
+
+    parser = subparsers.add_parser(
+        "dpo",
+        help="align a GPT to preference pairs with DPO (no reward model, no RL)",
+        description="Direct Preference Optimization: train a copy of RUN to raise the log-probability of chosen "
+        "replies over rejected ones, relative to a frozen copy of RUN. Logs implicit rewards, margins and "
+        "accuracy on train and held-out pairs. The result is a normal GPT run.",
+    )
+    add_pair_arguments(parser)
+    parser.add_argument("--beta", type=float, default=None, help="strength of the pull towards RUN (default 0.1)")
+    parser.add_argument("--loss", dest="loss_type", choices=LOSSES, default=None, help="sigmoid (DPO, default) or ipo")
+    parser.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
+                        help="assumed fraction of flipped labels, in [0, 0.5) (conservative DPO; default 0)")
+    parser.set_defaults(func=run_dpo)
+
+
+def run_dpo(args: argparse.Namespace) -> None:
+    from groklm.train.config import parse_set_args
+    from groklm.train.reward import print_pair_summary
+
+    out = train_dpo(args.run, args.data, args.out, val=args.val, beta=args.beta, loss_type=args.loss_type,
+                    label_smoothing=args.label_smoothing, overrides=parse_set_args(args.overrides),
+                    skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print_pair_summary(out)

@@ -1,0 +1,200 @@
+"""A reward model: the transformer with a scalar head, trained on which of two replies is better.
+
+    conversation ──► GPT backbone ──► hidden state of the LAST token ──► Linear(n_embd, 1) ──► r
+
+The last token has attended to the whole conversation, so its hidden state can summarise it.
+Training uses the Bradley-Terry model of preferences: P(chosen beats rejected) is
+sigmoid(r_chosen - r_rejected), and the loss is its negative log-likelihood,
+
+    loss = -log sigmoid(r_chosen - r_rejected - margin)
+
+Only differences of rewards matter, so the scale's zero point is arbitrary (the head has no
+bias). A margin > 0 asks for the chosen reply to win by at least that much. PPO later calls
+`RewardModel.from_run(dir).score(conversations)` to grade the policy's replies.
+
+    groklm reward RUN --data synthetic --out RM
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from groklm.errors import CheckpointError, ConfigError
+
+STAGE = "reward"
+# Fine-tuning settings: a low learning rate keeps most of what the base model knows.
+DEFAULTS = dict(batch_size=8, max_iters=300, lr=1e-4, min_lr=1e-5, warmup_iters=20, weight_decay=0.0,
+                eval_interval=100, eval_iters=10, log_interval=10)
+
+
+def reward_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Per-pair Bradley-Terry loss: -log P(chosen beats rejected by at least `margin`)."""
+    return -F.logsigmoid(chosen - rejected - margin)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.n_embd, 1, bias=False)
+        # Zero: every reply starts at reward 0, so the first loss is exactly log 2 (a coin flip).
+        nn.init.zeros_(self.head.weight)
+        if not backbone.config.tie_embeddings:
+            # The LM head is not used; freezing it keeps it out of the optimizer (and out of DDP's
+            # wait for gradients that never come). A tied one is the embedding table: it trains.
+            backbone.lm_head.weight.requires_grad_(False)
+        self.tokenizer = None  # set by from_run; score() needs it
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (N, T) right-padded, lengths (N,) real tokens per row -> rewards (N,).
+
+        Right padding comes after the last real token, and attention is causal, so the
+        padding cannot change the hidden state read at position lengths - 1."""
+        hidden = self.backbone.hidden_states(ids)
+        last = hidden[torch.arange(ids.size(0), device=ids.device), lengths.to(ids.device) - 1]
+        return self.head(last).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, conversations: list[list[dict]], tokenizer=None) -> torch.Tensor:
+        """Rewards (N,) of conversations, each a message list ending with the reply to grade.
+
+        A conversation longer than block_size keeps its last block_size tokens: the reply
+        and as much of the context before it as fits."""
+        from groklm.tokenizer.chat import render_chat
+
+        tokenizer = tokenizer or self.tokenizer
+        if tokenizer is None:
+            raise ConfigError("score() needs a tokenizer: load with RewardModel.from_run or pass tokenizer=")
+        block = self.backbone.config.block_size
+        rows = [render_chat(tokenizer, messages)[0][-block:] for messages in conversations]
+        device = self.head.weight.device
+        ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row)
+        lengths = torch.tensor([len(row) for row in rows])
+        return self(ids.to(device), lengths.to(device)).float()
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "RewardModel":
+        """Load a reward run (config.json "arch": "reward", backbone + head weights, tokenizer)."""
+        from groklm.model import GPT, GPTConfig
+        from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, load_weights, read_config
+
+        config = read_config(run_dir)
+        if config.get("arch") != "reward":
+            raise CheckpointError(f"{run_dir} is not a reward model (its arch is {config.get('arch')!r}); train one with `groklm reward`")
+        model = cls(GPT(GPTConfig.from_dict(config["model"])))
+        load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+        if (Path(run_dir) / TOKENIZER_DIR).is_dir():
+            from groklm.tokenizer.load import load_tokenizer
+
+            model.tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_DIR)
+        return model.to(device).eval()
+
+
+def reward_loss_fn(margin: float):
+    """loss_fn(model, (ids, response, lengths)) for the training loop, with accuracy and rewards."""
+
+    def loss_fn(model, batch):
+        ids, _, lengths = batch
+        chosen, rejected = model(ids, lengths).float().chunk(2)
+        loss = reward_loss(chosen, rejected, margin).mean()
+        return loss, {"accuracy": (chosen > rejected).float().mean(), "rewards/chosen": chosen.mean(),
+                      "rewards/rejected": rejected.mean(), "rewards/margins": (chosen - rejected).mean()}
+
+    return loss_fn
+
+
+def train_reward(
+    run: str | os.PathLike | None,
+    data: str | None,
+    out: str | os.PathLike,
+    val: str | None = None,
+    margin: float | None = None,
+    overrides: dict | None = None,
+    skip_bad_lines: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a reward model initialised from the GPT run `run` into `out`; returns `out`.
+
+    data: a preferences JSONL file, "synthetic" or "synthetic:task1,task2"; val: held-out
+    pairs (default: synthetic's test split, or a tenth of the file). On resume, run, data,
+    val and margin default to the saved ones."""
+    from groklm.model import GPT, GPTConfig
+    from groklm.train.preferences import check_finite, resolve_base, resolve_data, stage_config, train_on_pairs
+
+    out = Path(out)
+    cfg, saved = stage_config(out, STAGE, DEFAULTS, overrides or {}, resume)
+    base, model_config = resolve_base(run, saved)
+    data, val = resolve_data(data, val, saved, STAGE)
+    if margin is None:
+        margin = saved[STAGE]["margin"] if saved else 0.0
+    margin = check_finite("margin", margin)
+    config = {"model": model_config, "train": cfg.to_dict(), "stage": STAGE, "arch": "reward",
+              "base_run": str(base.resolve()), "data": {"spec": data, "val": val}, STAGE: {"margin": margin}}
+
+    def build(device):
+        # On resume the checkpoint brings the weights; the base run need not exist any more.
+        backbone = GPT(GPTConfig.from_dict(model_config)) if resume else GPT.from_run(base)
+        return RewardModel(backbone).to(device).train(), reward_loss_fn(margin)
+
+    return train_on_pairs(out, base, config, cfg, build, skip_bad_lines, resume, progress)
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def add_pair_arguments(parser) -> None:
+    """Arguments every preference stage takes."""
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the GPT run to start from (optional with --resume)")
+    parser.add_argument("--data", metavar="FILE|synthetic[:tasks]",
+                        help="preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks")
+    parser.add_argument("--val", metavar="FILE", help="held-out pairs (default: synthetic's test split, or a tenth of --data)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a training setting, e.g. --set max_iters=200 lr=1e-4")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines of --data instead of stopping")
+    parser.add_argument("--resume", action="store_true", help="continue DIR from its checkpoint, exactly")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reward",
+        help="train a reward model (scalar head on a GPT) from preference pairs",
+        description="Train a reward model: the transformer of RUN plus a scalar head read at the last token, "
+        "fitted so that chosen replies score higher than rejected ones. Logs pairwise accuracy on train and "
+        "held-out pairs. Load the result with RewardModel.from_run(DIR).",
+    )
+    add_pair_arguments(parser)
+    parser.add_argument("--margin", type=float, default=None, help="required reward gap in the loss (default 0)")
+    parser.set_defaults(func=run_reward)
+
+
+def run_reward(args: argparse.Namespace) -> None:
+    from groklm.train.config import parse_set_args
+
+    out = train_reward(args.run, args.data, args.out, val=args.val, margin=args.margin,
+                       overrides=parse_set_args(args.overrides), skip_bad_lines=args.skip_bad_lines,
+                       resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print_pair_summary(out)
+
+
+def print_pair_summary(run: Path) -> None:
+    from groklm.rundir import METRICS_FILE
+    from groklm.train.plots import read_metrics
+
+    records = read_metrics(Path(run) / METRICS_FILE)
+    if records:
+        last = records[-1]
+        val = f", val accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""
+        print(f"{run}: step {last['step']}, loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f}{val}", file=sys.stdout)
