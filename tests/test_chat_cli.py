@@ -9,7 +9,7 @@ import pytest
 from groklm.infer.chat import chat_loop, fit_context
 from groklm.tokenizer.char import CharTokenizer
 from test_eval import Rigged
-from test_ppo import ASCII, make_run, one_thread  # noqa: F401
+from test_ppo import ASCII, make_run  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from groklm.model import GPT
 from groklm.tokenizer.char import CharTokenizer
 from groklm.train.dpo import dpo_loss, train_dpo
 from groklm.train.preferences import collate, encode_pairs, encode_reply, sequence_logps, token_logps
-from test_reward import CHARS, FAST, base, easy_pairs, one_thread, pair_files, read_metrics, write_pairs  # noqa: F401
+from test_reward import CHARS, FAST, base, easy_pairs, pair_files, read_metrics, write_pairs  # noqa: F401
 
 # ---- the loss, against TRL ----------------------------------------------------------------
 

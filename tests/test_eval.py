@@ -17,7 +17,7 @@ from groklm.model import GPT
 from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answer, parse_tasks
 from groklm.tokenizer.base import IM_END
 from groklm.tokenizer.char import CharTokenizer
-from test_ppo import ASCII, make_run, one_thread  # noqa: F401
+from test_ppo import ASCII, make_run  # noqa: F401
 
 
 class Rigged(nn.Module):

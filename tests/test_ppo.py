@@ -23,14 +23,6 @@ ASCII = string.ascii_letters + string.digits + string.punctuation + " \n"
 PROMPT = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_run(directory: Path, chars: str = ASCII, block_size: int = 64, seed: int = 0, n_embd: int = 16) -> Path:
     """A random tiny GPT run directory with a character tokenizer (config, weights, tokenizer)."""
     tokenizer = CharTokenizer(sorted(set(chars)))

@@ -28,14 +28,6 @@ FAST = {"batch_size": 8, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 5, "eval_in
         "log_interval": 5, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_base(directory: Path, seed: int = 0) -> Path:
     """A GPT run directory (random weights) with a character tokenizer: a stand-in for SFT."""
     tokenizer = CharTokenizer(CHARS)

@@ -31,14 +31,6 @@ FAST = {"max_iters": 6, "batch_size": 4, "eval_interval": 3, "eval_iters": 2, "l
         "warmup_iters": 2, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_base(path: Path, block_size: int = 80, vocab_size: int | None = None) -> Path:
     """A run directory holding a random-init tiny GPT and a character tokenizer."""
     tokenizer = CharTokenizer(sorted(CHARS))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from groklm.train.pretrain import pretrain
-from test_train import REPO, TINY, cli_env, make_data, one_thread, read_metrics  # noqa: F401
+from test_train import REPO, TINY, cli_env, make_data, read_metrics  # noqa: F401
 
 RUN = {**TINY, "max_iters": 20, "log_interval": 1, "grad_accum": 2}
 

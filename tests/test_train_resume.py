@@ -9,7 +9,7 @@ import sys
 import time
 
 from groklm.train.pretrain import pretrain
-from test_train import REPO, TINY, cli_env, make_data, one_thread, read_metrics  # noqa: F401
+from test_train import REPO, TINY, cli_env, make_data, read_metrics  # noqa: F401
 
 # Dropout on, so that the restored RNG state matters as much as the weights and optimizer.
 RUN = {**TINY, "max_iters": 400, "eval_interval": 20, "log_interval": 1, "dropout": 0.1}
