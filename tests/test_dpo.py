@@ -14,7 +14,7 @@ import torch
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model import GPT
 from groklm.tokenizer.char import CharTokenizer
-from groklm.train.dpo import dpo_loss, train_dpo
+from groklm.train.dpo import dpo_loss, dpo_loss_fn, train_dpo
 from groklm.train.preferences import collate, encode_pairs, encode_reply, sequence_logps, token_logps
 from test_reward import CHARS, FAST, base, easy_pairs, pair_files, read_metrics, write_pairs  # noqa: F401
 
@@ -125,6 +125,17 @@ def test_sequence_logps_sum_the_reply_tokens_only(base):
     assert torch.allclose(average, got / response.sum(1))
 
 
+def test_sft_weight_adds_the_chosen_replies_per_token_nll(base):
+    model = GPT.from_run(base)
+    tokenizer = CharTokenizer(CHARS)
+    batch = collate(encode_pairs(tokenizer, easy_pairs(4), 64))
+    plain, _ = dpo_loss_fn(model, 0.1, "sigmoid", 0.0)(model, batch)
+    rpo, _ = dpo_loss_fn(model, 0.1, "sigmoid", 0.0, sft_weight=0.5)(model, batch)
+    ids, response, _ = batch
+    chosen_nll = -sequence_logps(model, ids, response, average=True).chunk(2)[0].mean()
+    assert torch.allclose(rpo, plain + 0.5 * chosen_nll, atol=1e-5)
+
+
 # ---- training -----------------------------------------------------------------------------
 
 
@@ -168,8 +179,9 @@ def test_cli_runs_dpo(base, pair_files, tmp_path, monkeypatch):
     train_file, _ = pair_files
     out = tmp_path / "dpo"
     cli.main(["dpo", str(base), "--data", str(train_file), "--out", str(out), "--beta", "0.2", "--label-smoothing", "0.1",
-              "--no-progress", "--set", "max_iters=2", "eval_interval=2", "eval_iters=1", "batch_size=2", "device=cpu"])
-    assert json.loads((out / "config.json").read_text())["dpo"] == {"beta": 0.2, "loss": "sigmoid", "label_smoothing": 0.1}
+              "--sft-weight", "0.5", "--no-progress", "--set", "max_iters=2", "eval_interval=2", "eval_iters=1", "batch_size=2", "device=cpu"])
+    assert json.loads((out / "config.json").read_text())["dpo"] == {"beta": 0.2, "loss": "sigmoid", "label_smoothing": 0.1,
+                                                                  "sft_weight": 0.5}
     GPT.from_run(out)
 
 

@@ -63,8 +63,13 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float):
-    """loss_fn(policy, (ids, response, lengths)) for the training loop."""
+def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, sft_weight: float = 0.0):
+    """loss_fn(policy, (ids, response, lengths)) for the training loop.
+
+    sft_weight adds that much of the chosen replies' per-token negative log-likelihood (the
+    "RPO" term). Plain DPO only cares about the *gap* between chosen and rejected, and often
+    widens it by pushing both down; small models then drift to empty or odd replies. The NLL
+    term keeps the chosen replies likely while the gap grows."""
     average = loss_type == "ipo"
 
     def loss_fn(policy, batch):
@@ -76,7 +81,12 @@ def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float):
             ref_chosen, ref_rejected = sequence_logps(reference, ids, response, average).chunk(2)
         losses, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
                                             beta, loss_type, label_smoothing)
-        return losses.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+        loss = losses.mean()
+        if sft_weight:
+            chosen_tokens = response.chunk(2)[0].sum(dim=1).clamp(min=1)
+            per_token = policy_chosen if average else policy_chosen / chosen_tokens
+            loss = loss - sft_weight * per_token.mean()
+        return loss, {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
                                "rewards/margins": (chosen - rejected).mean(),
                                "accuracy": (chosen > rejected).float().mean(),
                                "logps/chosen": policy_chosen.detach().mean(),
@@ -93,6 +103,7 @@ def train_dpo(
     beta: float | None = None,
     loss_type: str | None = None,
     label_smoothing: float | None = None,
+    sft_weight: float | None = None,
     overrides: dict | None = None,
     skip_bad_lines: bool = False,
     resume: bool = False,
@@ -109,7 +120,7 @@ def train_dpo(
     cfg, saved = stage_config(out, STAGE, DEFAULTS, overrides or {}, resume)
     base, model_config = resolve_base(run, saved)
     data, val = resolve_data(data, val, saved, STAGE)
-    settings = (saved or {}).get(STAGE, {"beta": 0.1, "loss": "sigmoid", "label_smoothing": 0.0})
+    settings = {"beta": 0.1, "loss": "sigmoid", "label_smoothing": 0.0, "sft_weight": 0.0, **(saved or {}).get(STAGE, {})}
     beta = check_finite("beta", beta if beta is not None else settings["beta"])
     if beta <= 0:
         raise ConfigError(f"beta must be > 0, got {beta}")
@@ -117,18 +128,19 @@ def train_dpo(
     if loss_type not in LOSSES:
         raise ConfigError(f"unknown DPO loss {loss_type!r}; losses: {', '.join(LOSSES)}")
     smoothing = check_finite("label_smoothing", label_smoothing if label_smoothing is not None else settings["label_smoothing"], 0.0, 0.5)
+    sft_weight = check_finite("sft_weight", sft_weight if sft_weight is not None else settings["sft_weight"])
     if smoothing and loss_type == "ipo":
         raise ConfigError("label smoothing applies to the sigmoid loss only; drop --label-smoothing or use --loss sigmoid")
     if resume and read_config(base)["model"] != model_config:
         raise ConfigError(f"the reference run {base} no longer matches the model this run started from")
     config = {"model": model_config, "train": cfg.to_dict(), "stage": STAGE, "arch": "gpt", "base_run": str(base.resolve()),
-              "data": {"spec": data, "val": val}, STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing}}
+              "data": {"spec": data, "val": val}, STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing, "sft_weight": sft_weight}}
 
     def build(device):
         reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
         reference.requires_grad_(False)
         policy = copy.deepcopy(reference).requires_grad_(True).train()
-        return policy, dpo_loss_fn(reference, beta, loss_type, smoothing)
+        return policy, dpo_loss_fn(reference, beta, loss_type, smoothing, sft_weight)
 
     return train_on_pairs(out, base, config, cfg, build, skip_bad_lines, resume, progress)
 
@@ -151,6 +163,8 @@ def register(subparsers) -> None:
     parser.add_argument("--loss", dest="loss_type", choices=LOSSES, default=None, help="sigmoid (DPO, default) or ipo")
     parser.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
                         help="assumed fraction of flipped labels, in [0, 0.5) (conservative DPO; default 0)")
+    parser.add_argument("--sft-weight", type=float, default=None, metavar="ALPHA",
+                        help="add ALPHA x the chosen replies' per-token NLL, keeping them likely (RPO; default 0)")
     parser.set_defaults(func=run_dpo)
 
 
@@ -159,7 +173,7 @@ def run_dpo(args: argparse.Namespace) -> None:
     from groklm.train.reward import print_pair_summary
 
     out = train_dpo(args.run, args.data, args.out, val=args.val, beta=args.beta, loss_type=args.loss_type,
-                    label_smoothing=args.label_smoothing, overrides=parse_set_args(args.overrides),
+                    label_smoothing=args.label_smoothing, sft_weight=args.sft_weight, overrides=parse_set_args(args.overrides),
                     skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) == 0:
         print_pair_summary(out)
