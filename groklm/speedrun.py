@@ -31,7 +31,7 @@ STAGE_SETTINGS = {
     "sft": {"max_iters": 1500, "lr": 1e-3, "min_lr": 1e-4},
     "reward": {"max_iters": 150},
     "dpo": {"max_iters": 150},
-    "ppo": {"max_iters": 60, "lr": 3e-5, "min_lr": 3e-5},
+    "ppo": {"max_iters": 40, "lr": 3e-5, "min_lr": 3e-5},
 }
 DPO_SFT_WEIGHT = 1.0
 EVAL_TASKS = "all"
