@@ -196,6 +196,18 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
     return record
 
 
+def train_and_save(cfg: TrainConfig, s: Setup, title: str, resume: bool = False, progress: bool = True) -> dict:
+    """`train`, then (on the main process) the final weights and the loss plot into the run dir:
+    what every stage built on this loop does last."""
+    from groklm.train.plots import LOSS_PLOT, plot_loss
+
+    record = train(cfg, s, resume=resume, progress=progress)
+    if s.dist.is_main:
+        save_weights(s.model, s.run_dir / WEIGHTS_FILE)
+        plot_loss(s.run_dir / METRICS_FILE, s.run_dir / LOSS_PLOT, title=title)
+    return record
+
+
 def wrap_model(model: nn.Module, cfg: TrainConfig, s: Setup):
     """(the model to evaluate, the model to train): compiled if asked, and DDP-wrapped for training
     when there are several processes. All share the same parameters as `model`."""

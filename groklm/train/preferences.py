@@ -208,11 +208,9 @@ def train_on_pairs(out: Path, base: Path, config: dict, cfg: TrainConfig, build,
     train with the shared loop, save the weights and the loss plot.
 
     build(device) -> (model to train and save, its loss_fn), called after seeding."""
-    from groklm.rundir import METRICS_FILE, WEIGHTS_FILE, save_weights
     from groklm.tokenizer.load import load_tokenizer
     from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, resolve_device, train
-    from groklm.train.plots import LOSS_PLOT, plot_loss
+    from groklm.train.loop import Setup, resolve_device, train_and_save
     from groklm.train.pretrain import seed_everything
 
     tokenizer = load_tokenizer((out if resume else base) / TOKENIZER_DIR)
@@ -232,10 +230,7 @@ def train_on_pairs(out: Path, base: Path, config: dict, cfg: TrainConfig, build,
         setup = Setup(model=model, batches=make_pair_batches(train_set, cfg), val_batch=make_pair_val_batch(val_set, cfg),
                       tokens_per_micro=round(cfg.batch_size * mean_length), run_dir=out, dist=dist, device=device,
                       loss_fn=loss_fn)
-        train(cfg, setup, resume=resume, progress=progress)
-        if dist.is_main:
-            save_weights(model, out / WEIGHTS_FILE)
-            plot_loss(out / METRICS_FILE, out / LOSS_PLOT, title=f"{config['stage']} {out.name}")
+        train_and_save(cfg, setup, f"{config['stage']} {out.name}", resume=resume, progress=progress)
     finally:
         dist.stop()
     return out

@@ -20,7 +20,7 @@ import numpy as np
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
 from groklm.errors import ConfigError, DataError
 from groklm.model import GPT, GPTConfig
-from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, TOKENIZER_DIR, WEIGHTS_FILE, read_config, save_weights, write_json
+from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, read_config, write_json
 from groklm.train.config import TrainConfig, preset as preset_values, split_overrides
 
 VOCAB_MULTIPLE = 64  # matmuls over a vocab padded to a multiple of 64 run faster on GPUs
@@ -40,8 +40,7 @@ def pretrain(
     resume: continue `out_dir` from its checkpoint (data_dir may then be None: the saved one).
     """
     from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, resolve_device, train
-    from groklm.train.plots import LOSS_PLOT, plot_loss
+    from groklm.train.loop import Setup, resolve_device, train_and_save
 
     out = Path(out_dir)
     model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, out, preset, overrides or {}, resume)
@@ -67,10 +66,7 @@ def pretrain(
             dist=dist,
             device=device,
         )
-        train(train_cfg, setup, resume=resume, progress=progress)
-        if dist.is_main:
-            save_weights(model, out / WEIGHTS_FILE)
-            plot_loss(out / METRICS_FILE, out / LOSS_PLOT, title=f"pretrain {out.name}")
+        train_and_save(train_cfg, setup, f"pretrain {out.name}", resume=resume, progress=progress)
     finally:
         dist.stop()
     return out

@@ -19,8 +19,8 @@ import warnings
 from pathlib import Path
 
 from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError, TokenizerError
-from groklm.rundir import (CHECKPOINT_DIR, CONFIG_FILE, METRICS_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_weights,
-                           read_config, save_weights, write_json)
+from groklm.rundir import (CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_weights,
+                           read_config, write_json)
 from groklm.train.config import TrainConfig, split_overrides
 
 # Fine-tuning nudges weights that already know the language: a lower peak learning rate than
@@ -59,8 +59,7 @@ def sft(
     from groklm.tokenizer import load_tokenizer
     from groklm.train.distributed import Distributed
     from groklm.train.checkpoint import find_checkpoint
-    from groklm.train.loop import Setup, resolve_device, train
-    from groklm.train.plots import LOSS_PLOT, plot_loss
+    from groklm.train.loop import Setup, resolve_device, train_and_save
     from groklm.train.pretrain import seed_everything
 
     out = Path(out_dir)
@@ -114,10 +113,7 @@ def sft(
             dist=dist,
             device=device,
         )
-        train(train_cfg, setup, resume=resume, progress=progress)
-        if dist.is_main:
-            save_weights(model, out / WEIGHTS_FILE)
-            plot_loss(out / METRICS_FILE, out / LOSS_PLOT, title=f"sft {out.name}")
+        train_and_save(train_cfg, setup, f"sft {out.name}", resume=resume, progress=progress)
     finally:
         dist.stop()
     return out
