@@ -7,7 +7,7 @@ import os
 
 
 def register(subparsers) -> None:
-    from groklm.train.config import PRESETS
+    from groklm.train.config import PRESETS, add_training_arguments
 
     parser = subparsers.add_parser(
         "pretrain",
@@ -19,10 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data", metavar="DIR", help="prepared data directory (optional with --resume)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(PRESETS)}")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override a model or training setting, e.g. --set max_iters=500 n_layer=2")
-    parser.add_argument("--resume", action="store_true", help="continue RUN from its checkpoint, exactly")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser, "override a model or training setting, e.g. --set max_iters=500 n_layer=2")
     parser.set_defaults(func=run_pretrain)
 
 

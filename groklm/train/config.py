@@ -129,6 +129,13 @@ def split_overrides(overrides: dict) -> tuple[dict, dict]:
     return model, train
 
 
+def add_training_arguments(parser, set_help: str = "override a training setting, e.g. --set max_iters=500 lr=1e-4") -> None:
+    """The options every training stage's command takes: --set KEY=VALUE..., --resume, --no-progress."""
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--resume", action="store_true", help="continue the output run from its checkpoint, exactly")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def parse_set_args(items: list[str]) -> dict[str, str]:
     """['lr=3e-4', 'n_layer=2'] -> {'lr': '3e-4', 'n_layer': '2'} (values parsed later, by type)."""
     overrides = {}

@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from groklm.errors import ConfigError, DataError
 from groklm.rundir import CONFIG_FILE, CHECKPOINT_DIR, METRICS_FILE, TOKENIZER_DIR, WEIGHTS_FILE, read_config, save_weights, write_json
-from groklm.train.config import TrainConfig, parse_value, split_overrides
+from groklm.train.config import TrainConfig, add_training_arguments, parse_value, split_overrides
 from groklm.train.rollout import masked_mean, pack, sample_responses, token_entropy, token_logprobs
 
 ALGOS = ("ppo", "grpo")
@@ -493,9 +493,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     parser.add_argument("--algo", choices=ALGOS, help="ppo (value head + GAE, default) or grpo (group-relative, no value head)")
     parser.add_argument("--kl-coef", type=float, metavar="BETA", help="weight of the KL to RUN (default 0.05)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--resume", action="store_true", help="continue --out from its checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser, "override an RL or training setting, e.g. --set max_iters=100 kl_coef=0.1")
     parser.set_defaults(func=run_ppo)
 
 

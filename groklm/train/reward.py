@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.errors import CheckpointError, ConfigError
+from groklm.train.config import add_training_arguments
 
 STAGE = "reward"
 # Fine-tuning settings: a low learning rate keeps most of what the base model knows.
@@ -159,11 +160,8 @@ def add_pair_arguments(parser) -> None:
                         help="preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks")
     parser.add_argument("--val", metavar="FILE", help="held-out pairs (default: synthetic's test split, or a tenth of --data)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override a training setting, e.g. --set max_iters=200 lr=1e-4")
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines of --data instead of stopping")
-    parser.add_argument("--resume", action="store_true", help="continue DIR from its checkpoint, exactly")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser)
 
 
 def register(subparsers) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError, TokenizerError
 from groklm.rundir import (CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_weights,
                            read_config, write_json)
-from groklm.train.config import TrainConfig, split_overrides
+from groklm.train.config import TrainConfig, add_training_arguments, split_overrides
 
 # Fine-tuning nudges weights that already know the language: a lower peak learning rate than
 # pretraining (big steps would wash out what the base model knows), a short warmup (Adam's
@@ -307,12 +307,9 @@ def register(subparsers) -> None:
                         help='{"messages": [...]} per line, or groklm\'s synthetic tasks (optional with --resume)')
     parser.add_argument("--val", metavar="FILE.jsonl", help="validation chats (default: hold out 5%% of --data)")
     parser.add_argument("--out", required=True, metavar="RUN2", help="the new run directory")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override a training setting, e.g. --set max_iters=500 lr=1e-4")
     parser.add_argument("--synthetic-n", type=int, default=1000, metavar="N", help="training chats per synthetic task (default 1000)")
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records (with a warning) instead of stopping")
-    parser.add_argument("--resume", action="store_true", help="continue RUN2 from its checkpoint, exactly")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(parser)
     parser.set_defaults(func=run_sft)
 
 
