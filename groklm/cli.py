@@ -24,9 +24,15 @@ COMMAND_MODULES = [
     "groklm.train.ppo",
     "groklm.eval.harness",
     "groklm.infer.chat",
+    "groklm.serve.commands",
     "groklm.model.commands",
     "groklm.interop.commands",
+    "groklm.apps.rag.commands",
+    "groklm.apps.commands",
+    "groklm.apps.distill",
     "groklm.speedrun",
+    "groklm.compare",
+    "groklm.train.seq2seq",
 ]
 
 

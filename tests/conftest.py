@@ -1,7 +1,12 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+# Tests never write traces into the user's home directory (tests of tracing set their own file).
+os.environ["GROKLM_TRACES"] = "off"
 
 
 @pytest.fixture(autouse=True)

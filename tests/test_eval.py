@@ -13,8 +13,7 @@ import torch.nn as nn
 
 from groklm.data.synthetic import TASKS
 from groklm.errors import ConfigError
-from groklm.model import GPT
-from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answer, parse_tasks
+from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answers, parse_tasks
 from groklm.tokenizer.base import IM_END
 from groklm.tokenizer.char import CharTokenizer
 from test_ppo import ASCII, make_run  # noqa: F401
@@ -24,11 +23,10 @@ class Rigged(nn.Module):
     """Says "7" and ends its turn: logit 5 for "7" (after anything but "7") and for <|im_end|>
     (after "7"), 0 for every other token."""
 
-    iter_generate = GPT.iter_generate  # streams through forward() like a real model (for chat)
-
     def __init__(self, tokenizer):
         super().__init__()
-        self.config = SimpleNamespace(block_size=512)
+        # What the inference engine reads of a config; no layers, so its KV cache is empty.
+        self.config = SimpleNamespace(block_size=512, vocab_size=tokenizer.vocab_size, n_layer=0, n_kv_head=1, head_dim=1)
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the harness a device to read
         self.seven, self.end, self.vocab = tokenizer.encode("7")[0], tokenizer.special_tokens[IM_END], tokenizer.vocab_size
 
@@ -38,6 +36,11 @@ class Rigged(nn.Module):
         logits[..., self.seven] = 5.0 * (1 - after_seven)
         logits[..., self.end] = 5.0 * after_seven
         return logits, None
+
+    def forward_cached(self, idx, cache, slots):
+        """The engine's call: the logits depend on the newest token only, so nothing to cache."""
+        cache.advance(slots, idx.size(1))
+        return self(idx)[0][:, -1]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_choice_scorer_on_a_rigged_model(tokenizer):
     best = 5 - math.log(math.exp(5) + tokenizer.vocab_size - 1)
     assert logp[1].item() == pytest.approx(2 * best, abs=1e-4)
     assert logp.argmax().item() == 1
-    assert generate_answer(model, tokenizer, messages) == "7"
+    assert generate_answers(model, tokenizer, [messages]) == ["7"]
 
 
 def test_harness_counts_and_scores_on_a_rigged_model(tokenizer):

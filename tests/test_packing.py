@@ -36,7 +36,7 @@ def test_packed_row_equals_documents_one_by_one(pos, explicit):
 
 def _explicit(attn):
     plain = attn.forward
-    return lambda x, positions=None, mask=None: plain(x, positions, mask, return_weights=True)[0]
+    return lambda x, positions=None, mask=None, cache=None: plain(x, positions, mask, return_weights=True)[0]
 
 
 def test_packed_loss_ignores_masked_targets():

@@ -1,4 +1,5 @@
-"""`groklm data prepare`: text in, token shards out. `groklm data synth`: checkable chat tasks out."""
+"""`groklm data prepare`: text in, token shards out. `groklm data synth`: checkable chat tasks out.
+`groklm data pairs`: preference pairs from a run's own graded samples."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def register(subparsers) -> None:
     synth.add_argument("--n", type=int, default=1000, help="train records per task and file (test: a fifth of that, at least 1)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=run_synth)
+
+    from groklm.data.sampled_pairs import add_parser
+
+    add_parser(actions)
 
 
 def run_prepare(args: argparse.Namespace) -> None:

@@ -41,15 +41,14 @@ test set holds sums, emails and people that no training set, of any seed, contai
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
-import operator
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from groklm.calculator import INTEGER_RING, evaluate
 from groklm.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -214,7 +213,6 @@ def gen_extract(rng: random.Random) -> Problem:
 
 # The tool protocol: one line, `CALL calculator(EXPR)`, EXPR made of integers, + - * and brackets.
 CALL_RE = re.compile(r"CALL calculator\(([0-9+\-* ()]+)\)")
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 
 
 def format_call(expr: str) -> str:
@@ -229,19 +227,9 @@ def parse_call(text: str) -> str | None:
 
 def calculator(expr: str) -> str:
     """Evaluate + - * on integers by walking the syntax tree (never `eval`): the tool's reply."""
-
-    def walk(node) -> int:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -walk(node.operand)
-        raise ValueError("unsupported expression")
-
     try:
-        return str(walk(ast.parse(expr, mode="eval").body))
-    except (SyntaxError, ValueError, RecursionError):
+        return str(evaluate(expr, INTEGER_RING, floats=False))
+    except ValueError:
         return "error"
 
 

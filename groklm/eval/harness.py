@@ -46,14 +46,14 @@ def parse_tasks(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def generate_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 64) -> str:
-    """The model's greedy reply to `messages`, without the stop token."""
-    from groklm.tokenizer.chat import render_prompt, stop_ids
+def generate_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64) -> list[str]:
+    """The model's greedy reply to each conversation, without the stop token (batched)."""
+    from groklm.tokenizer.chat import render_prompt
     from groklm.train.rollout import sample_responses
 
-    stop = stop_ids(tokenizer)
-    reply = sample_responses(model, render_prompt(tokenizer, messages), 1, max_new_tokens, stop, temperature=0.0)[0]
-    return tokenizer.decode([t for t in reply if t not in stop and t < tokenizer.vocab_size])
+    replies = sample_responses(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], max_new_tokens, temperature=0.0)
+    return [tokenizer.decode([t for t in reply if t < tokenizer.vocab_size and t not in tokenizer.special_tokens.values()])
+            for reply in replies]
 
 
 def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
@@ -77,11 +77,11 @@ def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
 def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None) -> dict:
     from groklm.data.synthetic import TASKS
 
-    scores = []
-    for record in TASKS[task].rl_prompts(n, split="test", seed=seed):
-        scores.append(TASKS[task].verify(record, generate_answer(model, tokenizer, record["prompt"], max_new_tokens)))
-        if progress:
-            progress.update()
+    records = TASKS[task].rl_prompts(n, split="test", seed=seed)
+    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens)
+    scores = [TASKS[task].verify(record, answer) for record, answer in zip(records, answers)]
+    if progress:
+        progress.update(len(records))
     correct = sum(s >= 1.0 for s in scores)
     return {"kind": "generate", "count": len(scores), "correct": correct,
             "accuracy": correct / len(scores), "mean_score": sum(scores) / len(scores)}

@@ -36,39 +36,27 @@ def fit_context(tokenizer, messages: list[dict], budget: int) -> tuple[list[dict
         dropped += 1
 
 
-def stream_reply(model, tokenizer, ids: list[int], out: TextIO, max_new_tokens: int,
-                 temperature: float, top_k: int | None, top_p: float | None, seed: int | None) -> str:
-    """Sample a reply to prompt `ids`, writing its text to `out` as it comes; returns the text."""
-    import torch
-
-    from groklm.tokenizer.chat import stop_ids
-
-    stop = stop_ids(tokenizer)
-    device = next(model.parameters()).device
-    decoder = tokenizer.stream_decoder()
-    reply: list[int] = []
-    idx = torch.tensor([ids], dtype=torch.long, device=device)
-    for token in model.iter_generate(idx, max_new_tokens, temperature, top_k, top_p, seed):
-        token_id = token.item()
-        if token_id in stop:
-            break
-        if token_id >= tokenizer.vocab_size:  # a padding row of the embedding: not a token
-            continue
-        reply.append(token_id)
-        out.write(decoder.push(token_id))
+def stream_reply(engine, ids: list[int], out: TextIO, params) -> str:
+    """Sample a reply to prompt `ids` with the inference engine, writing its text to `out` as it
+    comes (whole characters only); returns the text."""
+    reply = []
+    for delta in engine.stream(ids, params):
+        reply.append(delta.text)
+        out.write(delta.text)
         out.flush()
-    out.write(decoder.flush() + "\n")
+    out.write("\n")
     out.flush()
-    return tokenizer.decode(reply)
+    return "".join(reply)
 
 
 def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None, err: TextIO | None = None,
               system: str | None = None, temperature: float = 0.8, top_k: int | None = None,
               top_p: float | None = None, max_new_tokens: int = 256, seed: int | None = None) -> list[dict]:
     """Run a conversation over `lines` (user messages and commands); returns the final history."""
-    from groklm.infer.sampling import check_sampling
+    from groklm.infer.engine import Engine, SamplingParams
 
-    check_sampling(temperature, top_k, top_p)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p or 1.0).validate()
+    engine = Engine(model, tokenizer, max_batch=1)
     out, err = out or sys.stdout, err or sys.stderr
     budget = max(1, model.config.block_size - max_new_tokens)
     head = [{"role": "system", "content": system}] if system else []
@@ -96,8 +84,11 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None,
         messages, ids, dropped = fit_context(tokenizer, messages, budget)
         if dropped:
             print(f"(context full: dropped the {dropped} oldest message(s); the system message is kept)", file=err)
-        turn_seed = None if seed is None else seed + turn  # a new draw every turn, repeatable per run
-        reply = stream_reply(model, tokenizer, ids, out, max_new_tokens, temperature, top_k, top_p, turn_seed)
+        if len(ids) >= model.config.block_size:  # one message longer than the whole context
+            print(f"(the message is too long: only its last {model.config.block_size - 1} tokens are read)", file=err)
+            ids = ids[-(model.config.block_size - 1):]
+        params.seed = None if seed is None else seed + turn  # a new draw every turn, repeatable per run
+        reply = stream_reply(engine, ids, out, params)
         messages.append({"role": "assistant", "content": reply})
         turn += 1
     return messages

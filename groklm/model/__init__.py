@@ -1,6 +1,7 @@
-"""Models: the decoder-only transformer (GPT) and its configuration.
+"""Models: the decoder-only transformer (GPT), recurrent LMs (rnn, lstm, gru), their configurations,
+and `load_model(run)` for whichever a run directory holds.
 
-`GPT` and `GPTConfig` are imported on first use, so the CLI can register this stage's
+Each is imported on first use, so the CLI can register this stage's
 commands without paying for `import torch`.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["GPT", "GPTConfig"]
-_HOMES = {"GPT": "groklm.model.gpt", "GPTConfig": "groklm.model.config"}
+__all__ = ["GPT", "GPTConfig", "RNNConfig", "RecurrentLM", "load_model", "Encoder", "EncoderConfig"]
+_HOMES = {"GPT": "groklm.model.gpt", "GPTConfig": "groklm.model.config", "RNNConfig": "groklm.model.rnn",
+          "RecurrentLM": "groklm.model.rnn", "load_model": "groklm.model.arch",
+          "Encoder": "groklm.model.encoder", "EncoderConfig": "groklm.model.encoder"}
 
 
 def __getattr__(name: str):

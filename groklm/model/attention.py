@@ -9,12 +9,16 @@ trained to predict every next token of a sequence at once.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.model.config import GPTConfig
+
+if TYPE_CHECKING:
+    from groklm.infer.kv_cache import LayerCache
 
 
 class RotaryEmbedding(nn.Module):
@@ -68,11 +72,14 @@ class CausalSelfAttention(nn.Module):
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_weights: bool = False,
+        cache: LayerCache | None = None,
     ):
         """x: (B, T, n_embd) -> (B, T, n_embd); with return_weights also (B, n_head, T, T).
 
         mask: None for plain causal attention, or a (B, 1, T, T) boolean "may attend" matrix
-        (causal and block-diagonal when several documents are packed into one row)."""
+        (causal and block-diagonal when several documents are packed into one row).
+        cache: during generation, the KV cache of this layer (groklm.infer.kv_cache): x holds
+        only the new tokens, at `positions`; they attend over everything cached before them."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
@@ -83,6 +90,10 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.rotary is not None:
             q, k = self.rotary(q, positions), self.rotary(k, positions)
+        causal = mask is None
+        if cache is not None:
+            k, v, mask = cache.update(k, v)  # keys/values of the whole sequence so far
+            causal = False  # the cache's mask (or none: every key is visible) says what each token sees
         # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
         if self.n_kv_head != self.n_head:
             repeat = self.n_head // self.n_kv_head
@@ -92,7 +103,7 @@ class CausalSelfAttention(nn.Module):
             y, weights = explicit_attention(q, k, v, mask)
         else:
             dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y

@@ -54,12 +54,12 @@ def pick_device(name: str) -> str:
 
 
 def load_run(run: Path, device: str):
-    """The model and tokenizer a run directory holds."""
-    from groklm.model.gpt import GPT
+    """The model (a GPT or a recurrent LM, as config.json's "arch" says) and tokenizer a run directory holds."""
+    from groklm.model.arch import load_model
     from groklm.rundir import TOKENIZER_DIR
     from groklm.tokenizer import load_tokenizer
 
-    model = GPT.from_run(run, pick_device(device))
+    model = load_model(run, pick_device(device))
     return model, load_tokenizer(run / TOKENIZER_DIR)
 
 
@@ -108,6 +108,8 @@ def run_attention(args: argparse.Namespace) -> None:
     from groklm.model.heatmap import save_attention_maps
 
     model, tokenizer = load_run(args.run, args.device)
+    if not hasattr(model, "attention_weights"):
+        raise ConfigError(f"{args.run} holds a recurrent model: it has no attention to draw (a GPT run has)")
     n_tokens = len(tokenizer.encode(args.text))
     if n_tokens > model.config.block_size:
         print(f"groklm: the text is {n_tokens} tokens; drawing the first {model.config.block_size}", file=sys.stderr)

@@ -34,6 +34,12 @@ class GPTConfig:
     mlp_hidden: int | None = None  # None: 4*n_embd for gelu, ~8/3*n_embd (multiple of 64) for swiglu
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    # Mixture of experts (see moe.py): moe_experts > 0 replaces every block's MLP with that many
+    # expert MLPs, of which each token uses moe_top_k. 0 keeps the dense MLP.
+    moe_experts: int = 0
+    moe_top_k: int = 2
+    moe_capacity_factor: float = 1.25  # an expert takes at most this times its even share of tokens; 0: no limit
+    moe_aux_weight: float = 0.01  # weight of the load-balancing loss added while training
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -62,6 +68,17 @@ class GPTConfig:
             raise ConfigError(f"rope needs an even head size, got n_embd/n_head={self.head_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.validate_moe()
+
+    def validate_moe(self) -> None:
+        experts, top_k = self.moe_experts, self.moe_top_k
+        for name, value in (("moe_experts", experts), ("moe_top_k", top_k)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if experts and not 1 <= top_k <= experts:
+            raise ConfigError(f"moe_top_k must be between 1 and moe_experts={experts}, got {top_k}")
+        if self.moe_capacity_factor < 0 or self.moe_aux_weight < 0:
+            raise ConfigError("moe_capacity_factor and moe_aux_weight must be >= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn as nn
@@ -19,8 +19,18 @@ import torch.nn.functional as F
 from groklm.infer.sampling import check_sampling, sample_next
 from groklm.model.attention import CausalSelfAttention
 from groklm.model.config import GPTConfig
+from groklm.model.moe import MoE, moe_aux_loss
+
+if TYPE_CHECKING:
+    from groklm.infer.kv_cache import KVCache
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (e.g. prompt tokens in SFT)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, T, vocab) against targets (B, T), in float32, leaving out
+    IGNORE_INDEX targets: the language-modelling loss of every architecture here."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def make_norm(config: GPTConfig) -> nn.Module:
@@ -59,14 +69,15 @@ class Block(nn.Module):
         self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        # A mixture of experts swaps the one MLP for several, each token using a few (moe.py).
+        self.mlp = MoE(config, lambda: MLP(config)) if config.moe_experts else MLP(config)
 
-    def forward(self, x: torch.Tensor, positions=None, mask=None, return_weights: bool = False):
+    def forward(self, x: torch.Tensor, positions=None, mask=None, return_weights: bool = False, cache=None):
         if return_weights:
             delta, weights = self.attn(self.ln_1(x), positions, mask, return_weights=True)
             x = x + delta
             return x + self.mlp(self.ln_2(x)), weights
-        x = x + self.attn(self.ln_1(x), positions, mask)
+        x = x + self.attn(self.ln_1(x), positions, mask, cache=cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -163,10 +174,26 @@ class GPT(nn.Module):
         logits = self.lm_head(self.hidden_states(idx, doc_ids))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
-            )
+            loss = next_token_loss(logits, targets)
+            if self.training and self.config.moe_experts:
+                # Only while training: evaluation reports plain cross-entropy, comparable with a dense model.
+                loss = loss + self.config.moe_aux_weight * moe_aux_loss(self)
         return logits, loss
+
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache, slots: list[int]) -> torch.Tensor:
+        """Feed new tokens idx (B, T) of the sequences held in cache rows `slots`, appending
+        their keys and values to the cache -> logits of each row's last token, (B, vocab).
+
+        Prefill is one call with the whole prompt (T = prompt length); each decode step is one
+        call with T = 1. Only the last position's logits are computed: nothing else is sampled."""
+        batch = cache.batch(slots, idx.size(1))
+        if batch.length > self.config.block_size:
+            raise ValueError(f"the sequence would pass block_size={self.config.block_size}")
+        x = self.embed(idx, batch.positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, batch.positions, cache=cache.layer(i, batch))
+        cache.advance(slots, idx.size(1))
+        return self.lm_head(self.ln_f(x[:, -1]))
 
     @torch.no_grad()
     def attention_weights(self, idx: torch.Tensor) -> list[torch.Tensor]:
@@ -192,7 +219,8 @@ class GPT(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Yield the next token ids (B, 1), one step at a time (for streaming).
 
-        Each step re-reads the last block_size tokens; the inference engine adds a KV cache.
+        Each step re-reads the last block_size tokens: the plain, uncached reference that
+        groklm.infer.Engine (KV cache, batching, streaming) is tested against.
         """
         check_sampling(temperature, top_k, top_p)
         generator = None

@@ -109,11 +109,12 @@ def preset(name: str | None) -> tuple[dict, dict]:
     return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
 
 
-def split_overrides(overrides: dict) -> tuple[dict, dict]:
-    """Sort key=value overrides into (model, train) dicts, each value parsed by its field's type."""
+def split_overrides(overrides: dict, model_class: type | None = None) -> tuple[dict, dict]:
+    """Sort key=value overrides into (model, train) dicts, each value parsed by its field's type.
+    model_class: the model's config dataclass (default GPTConfig; RNNConfig for recurrent archs)."""
     from groklm.model.config import GPTConfig  # here, not at the top: `groklm --help` stays torch-free
 
-    model_fields = {f.name: f for f in fields(GPTConfig)}
+    model_fields = {f.name: f for f in fields(model_class or GPTConfig)}
     train_fields = {f.name: f for f in fields(TrainConfig)}
     model, train = {}, {}
     for key, value in overrides.items():

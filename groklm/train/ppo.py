@@ -268,13 +268,12 @@ def collect(model: PolicyWithValue, ref, tokenizer, records, reward_fn: RewardFn
     device = next(model.parameters()).device
     model.eval()
     G = cfg.answers_per_prompt
-    prompts, responses, graded = [], [], []
+    prompts, graded = [], []
     keep = max(1, model.config.block_size - cfg.max_new_tokens)  # the context the sampler sees, and training too
     for record in records:
-        ids = render_prompt(tokenizer, record["prompt"])[-keep:]
-        responses += sample_responses(model.policy, ids, G, cfg.max_new_tokens, stop, cfg.temperature, generator=generator)
-        prompts += [ids] * G
+        prompts += [render_prompt(tokenizer, record["prompt"])[-keep:]] * G
         graded += [record] * G
+    responses = sample_responses(model.policy, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, generator=generator)
     rollout = pack(prompts, responses, model.config.block_size)
     # (ids past the tokenizer's vocabulary are rows of a padded embedding: no text)
     texts = [tokenizer.decode([t for t in r if t not in stop and t < tokenizer.vocab_size]) for r in responses]

@@ -4,7 +4,8 @@
                                                            tokenizer/, metrics.jsonl, checkpoint/, loss.png)
 
 Every step trains on batch_size * grad_accum random windows of block_size tokens; the loss is
-the cross-entropy of each next token. See loop.py for the step itself.
+the cross-entropy of each next token. See loop.py for the step itself. `--set arch=rnn|lstm|gru`
+trains a recurrent model (groklm/model/rnn.py) the same way instead; config.json's "arch" says which.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import os
 import random
 import shutil
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
 from groklm.errors import ConfigError, DataError
-from groklm.model import GPT, GPTConfig
+from groklm.model.arch import build_model, check_arch, config_class, make_config
 from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, read_config, write_json
 from groklm.train.config import TrainConfig, preset as preset_values, split_overrides
 
@@ -34,16 +36,17 @@ def pretrain(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train a GPT on prepared data into the run directory `out_dir`; returns its path.
+    """Train a GPT (or, with overrides["arch"], an RNN/LSTM/GRU) on prepared data into the run
+    directory `out_dir`; returns its path.
 
-    overrides: {key: value} for any GPTConfig or TrainConfig field (strings are parsed by type).
+    overrides: {key: value} for any GPTConfig (RNNConfig) or TrainConfig field (strings are parsed by type).
     resume: continue `out_dir` from its checkpoint (data_dir may then be None: the saved one).
     """
     from groklm.train.distributed import Distributed
     from groklm.train.loop import Setup, resolve_device, train_and_save
 
     out = Path(out_dir)
-    model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, out, preset, overrides or {}, resume)
+    arch, model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, out, preset, overrides or {}, resume)
     shards = TokenShards(data_dir)
     check_data(shards, model_cfg, data_dir)
     dist = Distributed.from_env()
@@ -51,11 +54,11 @@ def pretrain(
     dist.start(device)  # every check above has passed on every process before rank 0 writes
     try:
         if dist.is_main:
-            write_run_dir(out, model_cfg, train_cfg, shards, preset, fresh=not resume)
+            write_run_dir(out, arch, model_cfg, train_cfg, shards, preset, fresh=not resume)
         seed_everything(train_cfg.seed)
-        model = GPT(model_cfg).to(device)
+        model = build_model(arch, model_cfg).to(device)
         if dist.is_main:
-            print(f"GPT: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} without "
+            print(f"{arch.upper()}: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} without "
                   f"embeddings), {dist.world_size} process(es) on {device}", file=sys.stderr, flush=True)
         setup = Setup(
             model=model,
@@ -65,6 +68,7 @@ def pretrain(
             run_dir=out,
             dist=dist,
             device=device,
+            loss_fn=loss_function(model_cfg),
         )
         train_and_save(train_cfg, setup, f"pretrain {out.name}", resume=resume, progress=progress)
     finally:
@@ -73,31 +77,46 @@ def pretrain(
 
 
 def resolve_config(data_dir, out: Path, preset: str | None, overrides: dict, resume: bool):
-    """(GPTConfig, TrainConfig, data dir, preset): from preset + overrides, or from the run on resume."""
-    model_over, train_over = split_overrides(overrides)
+    """(arch, model config, TrainConfig, data dir, preset): from preset + overrides, or from the run on resume."""
+    overrides = dict(overrides)
+    saved = read_config(out) if resume else {}
+    arch = check_arch(str(overrides.pop("arch", saved.get("arch", "gpt"))))
+    if resume and arch != saved.get("arch", "gpt"):
+        raise ConfigError(f"{out} holds a {saved.get('arch', 'gpt')!r} model; resume it without --set arch={arch}")
+    model_over, train_over = split_overrides(overrides, config_class(arch))
     if resume:
-        saved = read_config(out)
         if preset is not None and preset != saved.get("preset"):
             raise ConfigError(f"{out} was trained with preset {saved.get('preset')!r}; resume it without --preset {preset}")
         changed = {k: v for k, v in model_over.items() if saved["model"].get(k) != v}
         if changed:
             raise ConfigError(f"the model's shape is fixed once trained; cannot change {sorted(changed)} on resume")
         train_cfg = TrainConfig.from_dict({**saved["train"], **train_over})
-        return GPTConfig.from_dict(saved["model"]), train_cfg, data_dir or saved["data"]["dir"], saved.get("preset")
+        return arch, make_config(arch, saved["model"]), train_cfg, data_dir or saved["data"]["dir"], saved.get("preset")
     if data_dir is None:
         raise ConfigError("pretraining needs --data DIR (made by `groklm data prepare`)")
     if (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     preset_model, preset_train = preset_values(preset)
+    if arch != "gpt":  # presets describe GPTs: a recurrent model takes the sizes they share
+        shared = {f.name for f in fields(config_class(arch))}
+        preset_model = {k: v for k, v in preset_model.items() if k in shared}
     model_values = {**preset_model, **model_over}
     if "vocab_size" not in model_values:
         vocab = TokenShards(data_dir).vocab_size
         model_values["vocab_size"] = -(-vocab // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     train_cfg = TrainConfig.from_dict({**preset_train, **train_over})
-    return GPTConfig.from_dict(model_values), train_cfg, data_dir, preset
+    return arch, make_config(arch, model_values), train_cfg, data_dir, preset
 
 
-def check_data(shards: TokenShards, config: GPTConfig, data_dir) -> None:
+def loss_function(model_cfg):
+    """The next-token loss; a mixture-of-experts GPT's also logs its experts' utilisation."""
+    from groklm.model.moe import moe_loss
+    from groklm.train.loop import next_token_loss
+
+    return moe_loss if getattr(model_cfg, "moe_experts", 0) else next_token_loss
+
+
+def check_data(shards: TokenShards, config, data_dir) -> None:
     if shards.vocab_size > config.vocab_size:
         raise ConfigError(
             f"the data's tokenizer has {shards.vocab_size} tokens but the model's vocab_size is "
@@ -112,14 +131,14 @@ def check_data(shards: TokenShards, config: GPTConfig, data_dir) -> None:
             )
 
 
-def write_run_dir(out: Path, model_cfg: GPTConfig, train_cfg: TrainConfig, shards: TokenShards, preset, fresh: bool) -> None:
+def write_run_dir(out: Path, arch: str, model_cfg, train_cfg: TrainConfig, shards: TokenShards, preset, fresh: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model": model_cfg.to_dict(),
         "train": train_cfg.to_dict(),
         "data": {"dir": str(shards.dir.resolve()), "meta": shards.meta},
         "stage": "pretrain",
-        "arch": "gpt",
+        "arch": arch,
         "preset": preset,
     }
     write_json(out / CONFIG_FILE, config)

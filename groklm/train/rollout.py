@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from groklm.infer.sampling import sample_next
 
 
 @dataclass
@@ -36,37 +35,28 @@ class Rollout:
         return self.mask.sum(dim=1)
 
 
-@torch.no_grad()
 def sample_responses(
     model,
-    prompt: list[int],
-    n: int,
+    tokenizer,
+    prompts: list[list[int]],
     max_new_tokens: int,
-    stop: set[int],
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """n answers to one prompt, sampled side by side (temperature 0: greedy).
+    """One answer per prompt (repeat a prompt for several answers), sampled side by side by the
+    inference engine (KV cache, batched decoding); temperature 0 is greedy.
 
-    A row that has produced a stop token is finished; the batch stops when every row is.
-    The prompt is cut to its last block_size - max_new_tokens tokens so the answer fits."""
-    device = next(model.parameters()).device
+    Each answer ends at a stop token (kept in the answer) or after max_new_tokens. A prompt is
+    cut to its last block_size - max_new_tokens tokens so the answer fits. `generator` draws
+    each answer's seed, so a seeded run samples the same answers again (e.g. after resume)."""
+    from groklm.infer.engine import Engine, SamplingParams
+
     keep = max(1, model.config.block_size - max_new_tokens)
-    idx = torch.tensor([prompt[-keep:]] * n, dtype=torch.long, device=device)
-    responses: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.config.block_size :])
-        next_ids = sample_next(logits[:, -1, :], temperature, top_k, None, generator)
-        idx = torch.cat([idx, next_ids], dim=1)
-        for row, token in enumerate(next_ids[:, 0].tolist()):
-            if not done[row]:
-                responses[row].append(token)
-                done[row] = token in stop
-        if all(done):
-            break
-    return responses
+    seeds = torch.randint(2**62, (len(prompts),), generator=generator).tolist()
+    params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=s) for s in seeds]
+    engine = Engine(model, tokenizer, max_batch=min(len(prompts), 64))
+    return [c.token_ids for c in engine.generate([p[-keep:] for p in prompts], params)]
 
 
 def pack(prompts: list[list[int]], responses: list[list[int]], block_size: int) -> Rollout:

@@ -1,0 +1,208 @@
+"""`groklm agent`, `groklm evals` and `groklm traces`: the application layer from the shell.
+
+    groklm agent --backend local:runs/chat "What is 17 * 23 + 4?"
+    groklm evals cases.jsonl --backend local:runs/chat --prompt "Spam or not spam?\\n{input}" --check exact
+    groklm traces --last 10
+    groklm traces --show 3f2a9c
+
+`evals` is deliberately not `eval`: `groklm eval RUN` is the model harness (a run on the
+synthetic tasks, held-out test split); `groklm evals DATA` scores an application (a backend
+plus a prompt, on your own JSONL cases, with your checks) and compares variants side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+CHECKS = ("exact", "contains", "schema", "python", "judge")
+
+
+def register(subparsers) -> None:
+    agent = subparsers.add_parser(
+        "agent", help="answer a question with a tool-using agent (ReAct or native tool calls), steps printed live",
+        description="Run an agent on BACKEND (local:RUN, hf:DIR or openai:URL#MODEL) with the built-in calculator, "
+        "a RAG index's search and your own Python functions as tools. Prints each step as it happens.")
+    agent.add_argument("question", help="the question")
+    agent.add_argument("--backend", required=True, metavar="SPEC", help="local:RUN_DIR, hf:CHECKPOINT_DIR or openai:BASE_URL#MODEL")
+    agent.add_argument("--mode", choices=["auto", "react", "native"], default="auto",
+                       help="react: Thought/Action/Observation text; native: tool_calls (default auto: native where the backend has it)")
+    agent.add_argument("--tool", action="append", default=[], metavar="MODULE:FUNCTION",
+                       help="a typed Python function to offer as a tool (repeatable)")
+    agent.add_argument("--rag", metavar="INDEX", help="offer search_documents over this groklm RAG index")
+    agent.add_argument("--no-calculator", action="store_true", help="do not offer the calculator")
+    agent.add_argument("--system", metavar="TEXT", help="system message")
+    agent.add_argument("--max-steps", type=int, default=8, help="most model calls (default 8)")
+    agent.add_argument("--max-time", type=float, default=120.0, help="seconds before giving up (default 120)")
+    agent.add_argument("--max-tokens", type=int, default=256, help="longest model turn in tokens (default 256)")
+    agent.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    agent.add_argument("--json", action="store_true", help="print the whole result (steps, messages) as JSON at the end")
+    agent.set_defaults(func=run_agent)
+
+    evals = subparsers.add_parser(
+        "evals", help="score an application (backend + prompt) on a JSONL dataset; compare two side by side",
+        description="Run each case of DATA (JSONL: {\"input\": ..., \"expected\": ...}) through a prompt on a backend, "
+        "score the outputs with checks, and write report.json + report.md. Give two --backend or two --prompt "
+        "values to compare variants. (`groklm eval` is the model harness on the synthetic tasks.)")
+    evals.add_argument("data", help="JSONL file of cases")
+    evals.add_argument("--backend", action="append", required=True, metavar="SPEC", help="backend (once, or twice to compare)")
+    evals.add_argument("--prompt", action="append", default=None, metavar="TEMPLATE",
+                       help="user prompt template, fields in braces (default {input}); twice to compare")
+    evals.add_argument("--system", metavar="TEXT", help="system message for every case")
+    evals.add_argument("--check", action="append", default=None, metavar="CHECK",
+                       help="exact, contains, schema=FILE.json|MODULE:MODEL, python=MODULE:FUNCTION, judge "
+                       "(repeatable; default exact)")
+    evals.add_argument("--expected-field", default="expected", help="the case field exact/contains compare to")
+    evals.add_argument("--judge", metavar="SPEC", help="backend of the LLM judge (default: the first --backend)")
+    evals.add_argument("--rubric", default=None, help="what the judge checks (ends with: Answer pass or fail.)")
+    evals.add_argument("--max-tokens", type=int, default=128, help="longest output (default 128)")
+    evals.add_argument("--out", metavar="DIR", help="write DIR/report.json and DIR/report.md")
+    evals.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evals.set_defaults(func=run_evals)
+
+    traces = subparsers.add_parser(
+        "traces", help="list recorded traces of backend and tool calls, or show one as a tree",
+        description="Traces live in $GROKLM_TRACES (default ~/.groklm/traces.sqlite); every backend call, tool call, "
+        "extraction attempt and agent step is a span with OpenTelemetry GenAI attributes.")
+    traces.add_argument("--last", type=int, default=20, metavar="N", help="how many recent traces to list (default 20)")
+    traces.add_argument("--show", metavar="ID", help="print one trace (a prefix of its id is enough) as a tree")
+    traces.add_argument("--db", metavar="PATH", help="the SQLite file (default $GROKLM_TRACES or ~/.groklm/traces.sqlite)")
+    traces.add_argument("--json", action="store_true", help="with --show: every span and attribute as JSON")
+    traces.set_defaults(func=run_traces)
+
+
+def import_object(spec: str):
+    """MODULE:NAME -> the object, with a clear error."""
+    from groklm.errors import ConfigError
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ConfigError(f"{spec!r} must be MODULE:NAME, e.g. mytools:get_weather")
+    sys.path.insert(0, "")  # the current directory, as `python -m` does
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot import {spec}: {error}") from None
+    finally:
+        sys.path.remove("")
+
+
+# ---- agent ---------------------------------------------------------------------------------------
+
+
+def run_agent(args: argparse.Namespace) -> None:
+    from groklm.apps.agent import Agent
+    from groklm.apps.backends import load_backend
+    from groklm.apps.tools import calculator, search_tool
+
+    tools = [] if args.no_calculator else [calculator]
+    tools += [import_object(spec) for spec in args.tool]
+    if args.rag:
+        tools.append(search_tool(args.rag))
+    agent = Agent(load_backend(args.backend), tools, mode=args.mode, max_steps=args.max_steps, max_time=args.max_time,
+                  system=args.system, max_tokens=args.max_tokens, temperature=args.temperature)
+    print(f"agent ({agent.mode}) on {agent.backend.model}; tools: {', '.join(agent.tools) or '(none)'}", file=sys.stderr)
+    result = agent.run(args.question, on_step=print_step)
+    tokens = result.usage.total_tokens
+    print(f"\n{'answer: ' + result.answer if result.answer is not None else 'no answer (stopped: ' + result.stopped + ')'}")
+    print(f"({len(result.steps)} steps, {tokens} tokens; `groklm traces --show {result.trace_id[:12]}`)", file=sys.stderr)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), indent=2, default=str))
+
+
+def print_step(step) -> None:
+    head = f"step {step.number}"
+    if step.thought:
+        print(f"{head}  thought: {step.thought}", flush=True)
+        head = " " * len(head)
+    for call in step.calls:
+        mark = "" if call["ok"] else "  (failed)"
+        print(f"{head}  {call['name']}({call['arguments']}) -> {call['observation']}{mark}", flush=True)
+        head = " " * len(head)
+    if step.kind == "final":
+        print(f"{head}  final answer: {step.answer}", flush=True)
+    elif step.kind == "invalid":
+        print(f"{head}  unusable reply {step.text[:80]!r}: {step.observation}", flush=True)
+
+
+# ---- evals ---------------------------------------------------------------------------------------
+
+
+def parse_check(spec: str, args: argparse.Namespace, judge_backend):
+    from groklm.apps import evals
+    from groklm.errors import ConfigError
+
+    kind, _, value = spec.partition("=")
+    if kind in ("exact", "contains"):
+        return getattr(evals, kind)(value or args.expected_field)
+    if kind == "schema":
+        if not value:
+            raise ConfigError("--check schema=FILE.json or schema=MODULE:MODEL")
+        if value.endswith(".json"):
+            from groklm.rundir import read_json
+
+            return evals.schema(read_json(value))
+        return evals.schema(import_object(value))
+    if kind == "python":
+        return evals.python(import_object(value), name=value.partition(":")[2] if value else None)
+    if kind == "judge":
+        return evals.judge(judge_backend(), args.rubric or evals.JUDGE_RUBRIC)
+    raise ConfigError(f"unknown check {spec!r}; checks are {', '.join(CHECKS)}")
+
+
+def run_evals(args: argparse.Namespace) -> None:
+    from groklm.apps.backends import load_backend
+    from groklm.apps.evals import Prompt, compare, to_markdown, write_report
+    from groklm.errors import ConfigError
+
+    prompts = args.prompt or ["{input}"]
+    if len(args.backend) > 2 or len(prompts) > 2:
+        raise ConfigError("compare at most two variants: --backend twice, or --prompt twice")
+    backends = [load_backend(spec) for spec in args.backend]
+    pairs = [(b, p) for b in backends for p in prompts]  # 1x1, 2x1 or 1x2 (2x2 would be four variants)
+    if len(pairs) > 2:
+        raise ConfigError("two backends and two prompts make four variants; vary one thing at a time")
+    options = {"max_tokens": args.max_tokens}
+    targets = {}
+    for number, (backend, prompt) in enumerate(pairs, start=1):
+        name = f"{number}:{backend.model}" if len(backends) > 1 else f"{number}:prompt" if len(prompts) > 1 else backend.model
+        targets[name] = Prompt(backend, prompt.replace("\\n", "\n"), args.system, options)
+    def judge_backend():
+        return load_backend(args.judge) if args.judge else backends[0]
+
+    checks = [parse_check(spec, args, judge_backend) for spec in (args.check or ["exact"])]
+    report = compare(args.data, targets, checks, progress=not args.no_progress)
+    if args.out:
+        paths = write_report(report, args.out)
+        print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
+    print(to_markdown(report).split("\n## Cases")[0].rstrip())
+
+
+# ---- traces --------------------------------------------------------------------------------------
+
+
+def run_traces(args: argparse.Namespace) -> None:
+    from groklm.apps.tracing import (
+        Tracer,
+        format_list,
+        format_tree,
+        get_tracer,
+        span_dict,
+    )
+    from groklm.errors import ConfigError
+
+    if args.last < 1:
+        raise ConfigError(f"--last must be >= 1, got {args.last}")
+    tracer = Tracer(args.db) if args.db else get_tracer()
+    if tracer.path is None:
+        raise ConfigError("tracing is off ($GROKLM_TRACES=off); pass --db PATH to read a trace file")
+    if args.show:
+        spans = tracer.trace(args.show)
+        print(json.dumps([span_dict(s) for s in spans], indent=2, default=str) if args.json else format_tree(spans))
+        return
+    print(f"traces in {tracer.path}", file=sys.stderr)
+    print(format_list(tracer.roots(args.last)))

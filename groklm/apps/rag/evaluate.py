@@ -1,0 +1,115 @@
+"""How good is retrieval? Recall@k, MRR@10 and nDCG@10 over queries with known answers.
+
+A queries file has one JSON object per line:
+
+    {"query": "how do I resume training?", "relevant": ["docs/train.md"]}
+    {"query": "what is RRF?", "relevant": ["3f9a0c2e11d4b7a8"]}
+
+`relevant` lists chunk ids (judged chunk by chunk) or source files (judged document by
+document: a ranking of chunks becomes a ranking of their files, each file at its best rank).
+A file may be named by its full path or by any trailing part of it ("docs/train.md").
+
+For one query with relevant set R and ranking r1, r2, ...:
+
+    recall@k  = |R among the first k| / |R|            did we find them at all?
+    MRR@10    = 1 / rank of the first relevant one     how soon does the first one come?
+                (0 if none in the first 10)
+    nDCG@10   = DCG / ideal DCG, DCG = sum over relevant ranks i <= 10 of 1 / log2(i + 1)
+                                                       are all of them near the top?
+
+and each metric is averaged over the queries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from groklm.apps.rag.retrieve import MODES, rank
+from groklm.errors import DataError
+
+
+@dataclass
+class Query:
+    text: str
+    relevant: set[str]
+    by_source: bool  # True: `relevant` holds sources and hits are judged by their file
+
+
+def recall_at_k(ranking: list[str], relevant: set[str], k: int) -> float:
+    return len(set(ranking[:k]) & relevant) / len(relevant)
+
+
+def reciprocal_rank(ranking: list[str], relevant: set[str], k: int = 10) -> float:
+    return next((1.0 / i for i, item in enumerate(ranking[:k], start=1) if item in relevant), 0.0)
+
+
+def ndcg_at_k(ranking: list[str], relevant: set[str], k: int = 10) -> float:
+    dcg = sum(1.0 / math.log2(i + 1) for i, item in enumerate(ranking[:k], start=1) if item in relevant)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), k) + 1))
+    return dcg / ideal
+
+
+def read_queries(path: str | Path, index) -> list[Query]:
+    """Parse a queries file, resolving each relevant entry to a chunk id or a source of `index`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"queries file {path} does not exist")
+    sources = index.sources()
+    queries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            text, relevant = item["query"], item["relevant"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(f"{path}:{number}: expected {{\"query\": ..., \"relevant\": [...]}} ({error})") from error
+        relevant = [relevant] if isinstance(relevant, str) else list(relevant)
+        if not relevant:
+            raise DataError(f"{path}:{number}: 'relevant' is empty")
+        if len(index.positions_of(relevant)) == len(relevant):
+            queries.append(Query(text, set(relevant), by_source=False))
+        else:
+            queries.append(Query(text, {resolve_source(name, sources, f"{path}:{number}") for name in relevant}, True))
+    if not queries:
+        raise DataError(f"{path} holds no queries")
+    return queries
+
+
+def resolve_source(name: str, sources: list[str], where: str) -> str:
+    """The one indexed source that `name` is, or ends with (as whole path components)."""
+    tail = "/" + name.lstrip("./")
+    matches = [s for s in sources if s == name or s.endswith(tail)]
+    if len(matches) != 1:
+        found = "no" if not matches else f"{len(matches)} ({', '.join(matches[:3])})"
+        raise DataError(f"{where}: relevant {name!r} matches {found} chunk id or source in the index")
+    return matches[0]
+
+
+def ranking_for(index, query: Query, mode: str, depth: int, query_vector) -> list[str]:
+    """The query's ranking in `mode`: chunk ids, or sources (each at its best chunk's rank)."""
+    # Judging files, the top chunks may share a file: look deeper to rank `depth` files.
+    positions, _ = rank(index, query.text, query_vector, depth * (5 if query.by_source else 1), mode)
+    chunks = index.chunks_at(positions)
+    if not query.by_source:
+        return [c.id for c in chunks]
+    return list(dict.fromkeys(c.source for c in chunks))[:depth]
+
+
+def evaluate(index, queries: list[Query], k: int = 10, modes: tuple[str, ...] = MODES) -> dict:
+    """{mode: {"recall@k": ..., "mrr@10": ..., "ndcg@10": ...}} averaged over the queries."""
+    vectors = index.embedder.embed([q.text for q in queries])
+    depth = max(k, 10)
+    results = {}
+    for mode in modes:
+        totals = {f"recall@{k}": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0}
+        for query, vector in zip(queries, vectors):
+            ranking = ranking_for(index, query, mode, depth, vector)
+            totals[f"recall@{k}"] += recall_at_k(ranking, query.relevant, k)
+            totals["mrr@10"] += reciprocal_rank(ranking, query.relevant)
+            totals["ndcg@10"] += ndcg_at_k(ranking, query.relevant)
+        results[mode] = {name: round(total / len(queries), 4) for name, total in totals.items()}
+    return results

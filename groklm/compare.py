@@ -1,0 +1,526 @@
+"""`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts) trained side by side at an
+equal parameter budget and an equal wall-clock budget on the same data, measured.
+
+    groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out cmp/
+    groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out moe/ \\
+        --models gpt,moe --moe-experts 8 --moe-top-k 2
+
+For each model: the width whose parameter count comes closest to the budget (for "moe", the
+GPT's shape with each MLP split into experts, so the *active* parameters per token match the
+dense model's), a few timed steps to learn its speed, then as many steps as the time budget
+holds, run by `groklm pretrain` into OUT/runs/<model> (a normal run directory). Every model sees
+the same batches in the same order and the same learning-rate schedule shape; only its step
+count differs, and that difference is the point: it is what each architecture does with the
+same seconds. OUT/report.md (with report.json beside it) holds the table, val loss against wall
+time and against tokens seen, training tokens/s, and a sample from each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from groklm.errors import ConfigError
+
+MODELS = ("gpt", "rnn", "lstm", "gru", "moe")
+DEFAULT_MODELS = "gpt,rnn,lstm,gru"
+# Depth is fixed per family and width is sized to the budget. Four layers is a small GPT;
+# two is the usual depth of an RNN language model (more rarely helps them).
+LAYERS = {"gpt": 4, "moe": 4, "rnn": 2, "lstm": 2, "gru": 2}
+N_HEAD = 4
+WIDTH_STEP = 8
+# The same batches and recipe for every model, but each family's own peak learning rate (one rate
+# for all would compare how well each suits that rate): each family's best of 2e-3, 5e-3 and 1e-2
+# in 400-step runs at 400k parameters on Tiny Shakespeare (characters). min_lr is a tenth of it.
+TRAIN_DEFAULTS = {"batch_size": 16, "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 10}
+LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2}
+SHARED_MODEL_KEYS = ("block_size", "dropout", "n_layer")
+BLOCK_SIZE = 64
+N_EVALS = 10  # validation points on each curve
+TIMED_ROUNDS = 8  # steps timed per model (after a warm-up step) to size its run
+HELD_OUT_WINDOWS = 256  # windows of the val split every model's final loss is measured on
+REPORT_FILES = ("report.md", "report.json", "val_loss_vs_time.png", "val_loss_vs_tokens.png",
+                "val_loss_by_position.png", "tokens_per_sec.png", "expert_load.png")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train GPT, RNN, LSTM, GRU (and MoE) at equal parameters and seconds; report the gap",
+        description="Train each model at (about) --budget-params parameters for (about) --budget-seconds "
+        "of wall time on the same data, then write OUT/report.md and OUT/report.json: val loss "
+        "against time and tokens seen, training tokens/s, samples. Runs go to OUT/runs/<model>.",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="prepared data (`groklm data prepare`)")
+    parser.add_argument("--budget-params", required=True, type=int, metavar="N",
+                        help="parameters per model (active parameters for moe)")
+    parser.add_argument("--budget-seconds", required=True, type=float, metavar="S", help="training seconds per model")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(MODELS)} (default {DEFAULT_MODELS})")
+    parser.add_argument("--moe-experts", type=int, default=8, help="experts per MoE layer (default 8)")
+    parser.add_argument("--moe-top-k", type=int, default=2, help="experts per token (default 2)")
+    parser.add_argument("--prompt", default=None, help="text the samples continue (default: the start of the val split)")
+    parser.add_argument("--sample-tokens", type=int, default=200, help="tokens sampled from each model (default 200)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every model (e.g. batch_size=32), or for one (gru.lr=3e-3); "
+                        "or block_size, dropout, n_layer for all")
+    parser.add_argument("--force", action="store_true", help="replace an earlier comparison in OUT")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from groklm.train.config import parse_set_args
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    report = compare(args.data, args.budget_params, args.budget_seconds, args.out, models, args.moe_experts,
+                     args.moe_top_k, parse_set_args(args.overrides), args.prompt, args.sample_tokens, args.force,
+                     not args.no_progress)
+    print(summary_table(report))
+    print(f"\n{report['verdict']}\nreport: {Path(args.out) / 'report.md'}")
+
+
+def compare(
+    data_dir: str | Path,
+    budget_params: int,
+    budget_seconds: float,
+    out_dir: str | Path,
+    models: list[str] | None = None,
+    moe_experts: int = 8,
+    moe_top_k: int = 2,
+    overrides: dict | None = None,
+    prompt: str | None = None,
+    sample_tokens: int = 200,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train every model in `models` at the budgets into out_dir/runs/; write the report; return it."""
+    from groklm.data.shards import TokenShards
+    from groklm.rundir import TOKENIZER_DIR
+    from groklm.tokenizer import load_tokenizer
+
+    models = check_models(models or DEFAULT_MODELS.split(","), budget_params, budget_seconds)
+    if sample_tokens < 0:
+        raise ConfigError(f"--sample-tokens must be >= 0, got {sample_tokens}")
+    shared_model, trains = split_settings(overrides or {}, models)
+    shards = TokenShards(data_dir)
+    tokenizer = load_tokenizer(shards.dir / TOKENIZER_DIR)  # for the samples; missing, it fails before any training
+    vocab = -(-shards.vocab_size // 64) * 64  # as pretraining pads it
+    out = Path(out_dir)
+    clear_earlier(out, force)
+    plans = {name: (*size_model(name, budget_params, vocab, shared_model, moe_experts, moe_top_k), trains[name])
+             for name in models}
+    step_seconds = seconds_per_step(plans, shards)
+    results = {}
+    for name, (arch, values, train) in plans.items():
+        print(f"== {name}: {step_seconds[name]:.3f} s a step", flush=True)
+        results[name] = train_model(arch, values, train, shards, budget_seconds, step_seconds[name],
+                                    out / "runs" / name, progress)
+    held_out_and_samples(results, shards, tokenizer, prompt, sample_tokens)
+    report = build_report(results, data_dir, budget_params, budget_seconds)
+    write_report(out, report)
+    return report
+
+
+def check_models(models: list[str], budget_params: int, budget_seconds: float) -> list[str]:
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise ConfigError(f"--models takes names from {', '.join(MODELS)}; got {','.join(models) or 'none'}")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"--models names a model twice: {','.join(models)}")
+    if budget_params < 1 or budget_seconds <= 0:
+        raise ConfigError("--budget-params and --budget-seconds must be positive")
+    return models
+
+
+def split_settings(overrides: dict, models: list[str]) -> tuple[dict, dict[str, dict]]:
+    """(model settings every model shares, each model's training settings) from --set:
+    KEY=VALUE for every model, MODEL.KEY=VALUE (e.g. gru.lr=3e-3) for one."""
+    from groklm.train.config import TrainConfig, parse_value
+
+    train_fields = {f.name: f for f in fields(TrainConfig)}
+    shared = {"block_size": BLOCK_SIZE}
+    common, own = {}, {name: {} for name in models}
+    for key, value in overrides.items():
+        name, _, field = key.rpartition(".")
+        if name and (name not in own or field not in train_fields):
+            raise ConfigError(f"--set {key}: MODEL.KEY takes one of the models compared ({', '.join(models)}) "
+                              "and a training key")
+        if name:
+            own[name][field] = parse_value(field, value, train_fields[field].type)
+        elif key in train_fields:
+            common[key] = parse_value(key, value, train_fields[key].type)
+        elif key in SHARED_MODEL_KEYS:
+            shared[key] = parse_value(key, value, "float" if key == "dropout" else "int")
+        else:
+            raise ConfigError(f"compare --set takes training keys or {', '.join(SHARED_MODEL_KEYS)}; got {key!r} "
+                              "(each model's width is sized to --budget-params)")
+    trains = {}
+    for name in models:
+        train = {**TRAIN_DEFAULTS, "lr": LEARNING_RATES[name], **common, **own[name]}
+        if "max_iters" in train:
+            raise ConfigError("compare sets max_iters from --budget-seconds; leave it out of --set")
+        train.setdefault("min_lr", train["lr"] / 10)
+        trains[name] = train
+    return shared, trains
+
+
+def clear_earlier(out: Path, force: bool) -> None:
+    import shutil
+
+    earlier = [out / name for name in ("runs", *REPORT_FILES) if (out / name).exists()]
+    if earlier and not force:
+        raise ConfigError(f"{out} already holds a comparison ({earlier[0].name}); pass --force to replace it, or pick another --out")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# ---- sizing -----------------------------------------------------------------------------------
+
+
+def size_model(name: str, budget: int, vocab: int, shared: dict, experts: int, top_k: int) -> tuple[str, dict]:
+    """(arch for pretrain, model settings): the width whose parameter count is closest to the budget.
+    "moe" is the budget-sized GPT with each MLP split into `experts` experts of 1/top_k its width:
+    the same active parameters per token (plus a small router), experts/top_k times the MLP weights."""
+    family = "gpt" if name == "moe" else name
+    base = {"vocab_size": vocab, "n_layer": LAYERS[name], **shared}
+    if family == "gpt":
+        base["n_head"] = N_HEAD
+    best = closest_width(lambda width: count_params(family, {**base, "n_embd": width}), budget)
+    values = {**base, "n_embd": best}
+    if name == "moe":
+        values.update(moe_experts=experts, moe_top_k=top_k, mlp_hidden=max(1, 4 * best // top_k))
+    return family, values
+
+
+def closest_width(params_at, budget: int) -> int:
+    """The multiple of WIDTH_STEP whose parameter count params_at(width) is closest to the budget.
+    Parameters grow with width, so: double until past the budget, then bisect."""
+    lo, hi = 0, 1  # in units of WIDTH_STEP; params_at(lo) < budget <= params_at(hi) once found
+    while params_at(hi * WIDTH_STEP) < budget:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if params_at(mid * WIDTH_STEP) < budget else (lo, mid)
+    candidates = [w * WIDTH_STEP for w in (lo, hi) if w > 0]
+    return min(candidates, key=lambda width: abs(params_at(width) - budget))
+
+
+def count_params(arch: str, values: dict) -> int:
+    from groklm.model.arch import build_model, make_config
+
+    return build_model(arch, make_config(arch, values)).num_params()
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+
+def train_model(arch: str, values: dict, train: dict, shards, budget_seconds: float, step_s: float, run: Path,
+                progress: bool) -> dict:
+    """Fit the step count to the budget, train with `pretrain`; the run's figures."""
+    from groklm.model.arch import load_model
+    from groklm.model.moe import active_params
+    from groklm.rundir import METRICS_FILE
+    from groklm.train.plots import read_metrics
+    from groklm.train.pretrain import pretrain
+
+    # Evaluation is part of the wall time: N_EVALS evals of eval_iters forward passes (~1/3 of a step each).
+    eval_steps = N_EVALS * train["eval_iters"] / 3
+    max_iters = max(N_EVALS, int(budget_seconds / step_s - eval_steps))
+    schedule = {"max_iters": max_iters, "eval_interval": max(1, max_iters // N_EVALS),
+                "log_interval": max(1, max_iters // 50), "warmup_iters": min(100, max_iters // 10)}
+    pretrain(shards.dir, run, overrides={**values, **train, **schedule, "arch": arch}, progress=progress)
+    model = load_model(run)
+    records = read_metrics(run / METRICS_FILE)
+    tokens_per_step = train["batch_size"] * values["block_size"] * train.get("grad_accum", 1)
+    curve = [{"step": r["step"], "elapsed": r["elapsed"], "tokens": r["step"] * tokens_per_step, "val_loss": r["val_loss"]}
+             for r in records if "val_loss" in r]
+    speeds = [r["tokens_per_sec"] for r in records[1:]] or [records[-1]["tokens_per_sec"]]  # the first window includes warm-up
+    result = {
+        "arch": arch, "run": str(run), "model": model.config.to_dict(), "train": train,
+        "params": model.num_params(), "active_params": active_params(model),
+        "seconds_per_step_measured": step_s, "steps": records[-1]["step"],
+        "tokens_seen": records[-1]["step"] * tokens_per_step, "wall_s": records[-1]["elapsed"],
+        "tokens_per_sec": sorted(speeds)[len(speeds) // 2], "curve": curve,
+    }
+    if values.get("moe_experts"):
+        result["expert_load"] = [{"step": r["step"], "load": [r[f"moe_load_{e}"] for e in range(values["moe_experts"])],
+                                  "dropped": r["moe_dropped"]} for r in records]
+    return result
+
+
+def seconds_per_step(plans: dict, shards) -> dict[str, float]:
+    """Median wall time of one optimizer step (forward, backward, AdamW) of each planned model.
+    The models take turns, one step each per round, so that a machine busy with other work slows
+    them alike and their step counts stay in proportion to their real speeds."""
+    steppers = {name: stepper(arch, values, train, shards) for name, (arch, values, train) in plans.items()}
+    for step in steppers.values():
+        step(0)  # warm-up: first-call allocations and kernel choices
+    times = {name: [] for name in plans}
+    for step_number in range(1, TIMED_ROUNDS + 1):
+        for name, step in steppers.items():
+            times[name].append(step(step_number))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def stepper(arch: str, values: dict, train: dict, shards):
+    """A function step(i) -> seconds taken by training step i of a fresh model, as the loop runs it."""
+    import torch
+
+    from groklm.model.arch import build_model, make_config
+    from groklm.train.config import TrainConfig
+    from groklm.train.distributed import Distributed
+    from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dtype, train_step
+    from groklm.train.pretrain import loss_function, make_batches
+
+    cfg = TrainConfig.from_dict(train)
+    device = resolve_device(cfg)
+    config = make_config(arch, values)
+    model = build_model(arch, config).to(device)
+    setup = Setup(model=model, batches=make_batches(shards.train, cfg, values["block_size"]), val_batch=None,
+                  tokens_per_micro=0, run_dir=Path("."), dist=Distributed(), device=device, loss_fn=loss_function(config))
+    optimizer = make_optimizer(model, cfg, device)
+    dtype = resolve_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def step(i: int) -> float:
+        start = time.perf_counter()
+        loss, _ = train_step(model, optimizer, scaler, setup.batches(i, range(cfg.grad_accum)), cfg.grad_accum,
+                             setup, dtype, cfg.grad_clip)
+        loss.item()  # wait for the device
+        return time.perf_counter() - start
+
+    return step
+
+
+# ---- measuring --------------------------------------------------------------------------------
+
+
+def held_out_and_samples(results: dict, shards, tokenizer, prompt: str | None, sample_tokens: int) -> None:
+    """Every model's loss on the same fixed val windows, and a sample from the same prompt."""
+    import numpy as np
+    import torch
+
+    from groklm.model.arch import load_model
+
+    ids = tokenizer.encode(prompt) if prompt else shards.val[:32].astype(np.int64).tolist()
+    for result in results.values():
+        model = load_model(result["run"])
+        result["val_loss_by_position"] = loss_by_position(model, shards.val, model.config.block_size)
+        result["val_loss"] = sum(result["val_loss_by_position"]) / len(result["val_loss_by_position"])
+        with torch.no_grad():
+            new = model.generate(torch.tensor([ids]), sample_tokens, temperature=0.8, top_k=50, seed=0)[0, len(ids):]
+        kept = [i for i in new.tolist() if i < tokenizer.vocab_size]
+        result["sample"] = {"prompt": tokenizer.decode(ids), "continuation": tokenizer.decode(kept)}
+
+
+def loss_by_position(model, tokens, block_size: int) -> list[float]:
+    """Mean next-token loss at each position 0..block_size-1 of the context, over HELD_OUT_WINDOWS
+    windows spread evenly over the val split. Position t predicts from t+1 tokens of context, so
+    the curve shows how much a model gains from seeing further back (its mean is the val loss)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from groklm.data.shards import get_batch
+
+    starts = np.unique(np.linspace(0, len(tokens) - block_size - 1, HELD_OUT_WINDOWS).astype(np.int64))
+    total = torch.zeros(block_size)
+    with torch.no_grad():
+        for chunk in np.array_split(starts, max(1, len(starts) // 64)):
+            x, y = get_batch(tokens, chunk, block_size)
+            logits, _ = model(x)
+            total += F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").sum(dim=0)
+    return (total / len(starts)).tolist()
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def build_report(results: dict, data_dir, budget_params: int, budget_seconds: float) -> dict:
+    """The figures: final val loss, and each val-loss curve read at the same wall time and at the
+    same tokens seen (where the quickest-to-finish and the least-fed model stopped)."""
+    common = {"elapsed": min(r["wall_s"] for r in results.values()), "tokens": min(r["tokens_seen"] for r in results.values())}
+    for result in results.values():
+        result["val_loss_at_equal_time"] = loss_at(result["curve"], "elapsed", common["elapsed"])
+        result["val_loss_at_equal_tokens"] = loss_at(result["curve"], "tokens", common["tokens"])
+    report = {
+        "data": str(Path(data_dir).resolve()), "budget_params": budget_params, "budget_seconds": budget_seconds,
+        "models": results, "equal_time_s": common["elapsed"], "equal_tokens": common["tokens"],
+        "best": {key: min(results, key=lambda name: results[name][key])
+                 for key in ("val_loss", "val_loss_at_equal_time", "val_loss_at_equal_tokens")},
+        "gaps": gaps(results),
+    }
+    report["verdict"] = verdict(report)
+    return report
+
+
+def loss_at(curve: list[dict], key: str, value: float) -> float:
+    """The val-loss curve read at `value` of `key` ("elapsed" or "tokens"), linearly interpolated;
+    before the first point the first value, past the last the last."""
+    points = [(p[key], p["val_loss"]) for p in curve]
+    if value <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= value <= x1:
+            return y0 + (y1 - y0) * (value - x0) / max(x1 - x0, 1e-9)
+    return points[-1][1]
+
+
+def gaps(results: dict) -> dict:
+    """Each other model against the GPT (the dense GPT, against moe): positive means the GPT is lower."""
+    if "gpt" not in results:
+        return {}
+    gpt = results["gpt"]
+    return {
+        name: {"val_loss_minus_gpt": r["val_loss"] - gpt["val_loss"],
+               "at_equal_time_minus_gpt": r["val_loss_at_equal_time"] - gpt["val_loss_at_equal_time"],
+               "at_equal_tokens_minus_gpt": r["val_loss_at_equal_tokens"] - gpt["val_loss_at_equal_tokens"],
+               "gpt_tokens_per_sec_ratio": gpt["tokens_per_sec"] / r["tokens_per_sec"]}
+        for name, r in results.items() if name != "gpt"
+    }
+
+
+def verdict(report: dict) -> str:
+    models = report["models"]
+
+    def lead(key: str) -> str:
+        ranked = sorted(models, key=lambda name: models[name][key])
+        text = f"{ranked[0]} ({models[ranked[0]][key]:.4f})"
+        if len(ranked) > 1:
+            text += f", {models[ranked[1]][key] - models[ranked[0]][key]:.4f} below {ranked[1]}"
+        return text
+
+    return (f"lowest val loss at the end: {lead('val_loss')}; at equal wall time ({report['equal_time_s']:.0f} s): "
+            f"{lead('val_loss_at_equal_time')}; at equal tokens ({report['equal_tokens']:,}): {lead('val_loss_at_equal_tokens')}")
+
+
+def summary_table(report: dict) -> str:
+    rows = ["| model | params (active) | width x layers | lr | steps | tokens seen | wall s | train tokens/s | val loss | "
+            "at equal time | at equal tokens |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["models"].items():
+        params = f"{r['params']:,}" + (f" ({r['active_params']:,})" if r["active_params"] != r["params"] else "")
+        rows.append(f"| {name} | {params} | {r['model']['n_embd']} x {r['model']['n_layer']} | {r['train']['lr']:g} | {r['steps']:,} | "
+                    f"{r['tokens_seen']:,} | {r['wall_s']:.0f} | {r['tokens_per_sec']:,.0f} | {r['val_loss']:.4f} | "
+                    f"{r['val_loss_at_equal_time']:.4f} | {r['val_loss_at_equal_tokens']:.4f} |")
+    return "\n".join(rows)
+
+
+def write_report(out: Path, report: dict) -> None:
+    from groklm.rundir import atomic_path, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots = plot_curves(report, out)
+    report["plots"] = [p.name for p in plots]
+    write_json(out / "report.json", report)
+    models = report["models"]
+    lines = [
+        "# Architectures compared at equal parameters and equal wall time", "",
+        f"Data: `{report['data']}`. Budget per model: about {report['budget_params']:,} parameters "
+        f"(active, for a mixture of experts) and {report['budget_seconds']:g} s of training. "
+        f"Same batches (batch size {next(iter(models.values()))['train']['batch_size']}), AdamW with each model's "
+        "peak learning rate (lr) and a cosine schedule over its own step count.", "",
+        summary_table(report), "",
+        f"**{report['verdict']}.**", "",
+        f"val loss: mean next-token cross-entropy (nats) over every position of the same {HELD_OUT_WINDOWS} "
+        f"windows of the val split for every model, after training. at equal time / tokens: each model's val-loss curve read at "
+        f"{report['equal_time_s']:.0f} s and at {report['equal_tokens']:,} tokens seen (where the first model "
+        "stopped): the first is the race the wall-clock budget sets, the second separates what an architecture "
+        "learns per token from how fast it runs. train tokens/s: median over the run, evaluation excluded. "
+        "Timings are wall-clock: on a busy machine they move with the load.", "",
+    ]
+    if report["gaps"]:
+        lines += ["| vs gpt | val loss - gpt's | at equal time - gpt's | at equal tokens - gpt's | gpt's tokens/s ÷ its |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} | {g['val_loss_minus_gpt']:+.4f} | {g['at_equal_time_minus_gpt']:+.4f} | "
+                  f"{g['at_equal_tokens_minus_gpt']:+.4f} | {g['gpt_tokens_per_sec_ratio']:.2f}x |"
+                  for name, g in report["gaps"].items()]
+        lines.append("")
+    lines += context_table(report) + [f"![{p.stem}]({p.name})" for p in plots] + ["", "## Samples", ""]
+    first = next(iter(models.values()))["sample"]["prompt"]
+    lines += ["Each continues the same prompt (temperature 0.8, top-k 50, seed 0):", "", "```", first, "```", ""]
+    for name, r in models.items():
+        lines += [f"**{name}**", "", "```", r["sample"]["continuation"], "```", ""]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def context_table(report: dict) -> list[str]:
+    """How much each model gains from context: val loss near the start of a window vs near its end."""
+    lines = ["Context use: val loss at the first positions of a window (little context) and at the last "
+             "ones (a full window behind them); a model that uses distant context gains more.", "",
+             "| model | positions 0-7 | last 8 positions | gain |", "|---|---|---|---|"]
+    for name, r in report["models"].items():
+        early, late = r["val_loss_by_position"][:8], r["val_loss_by_position"][-8:]
+        early, late = sum(early) / len(early), sum(late) / len(late)
+        lines.append(f"| {name} | {early:.4f} | {late:.4f} | {early - late:.4f} |")
+    return lines + [""]
+
+
+def plot_curves(report: dict, out: Path) -> list[Path]:
+    """val loss vs wall time, vs tokens seen; tokens/s bars; the experts' load (MoE runs)."""
+    from matplotlib.figure import Figure
+
+    from groklm.rundir import atomic_path
+
+    models = report["models"]
+    paths = []
+
+    def save(fig, name: str) -> None:
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, format="png")
+        paths.append(out / name)
+
+    for key, label, name in (("elapsed", "wall time (s)", "val_loss_vs_time.png"),
+                             ("tokens", "tokens seen", "val_loss_vs_tokens.png")):
+        fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+        ax = fig.subplots()
+        for model, r in models.items():
+            ax.plot([p[key] for p in r["curve"]], [p["val_loss"] for p in r["curve"]], "o-", markersize=3,
+                    label=f"{model} ({r['active_params']:,} params)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("val loss (nats / token)")
+        ax.set_title(f"val loss vs {label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, name)
+
+    fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for model, r in models.items():
+        ax.plot(range(len(r["val_loss_by_position"])), r["val_loss_by_position"], linewidth=1, label=model)
+    ax.set_xlabel("position in the context window (tokens of context - 1)")
+    ax.set_ylabel("val loss (nats / token)")
+    ax.set_title("loss by position: how much each model gains from context")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, "val_loss_by_position.png")
+
+    fig = Figure(figsize=(6, 3.5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    names = list(models)
+    bars = ax.bar(names, [models[n]["tokens_per_sec"] for n in names], color="tab:blue")
+    ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
+    ax.set_ylabel("training tokens / s")
+    ax.set_title("training throughput (same batch and context for all)")
+    save(fig, "tokens_per_sec.png")
+
+    moe = {n: r for n, r in models.items() if "expert_load" in r}
+    if moe:
+        fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+        axes = fig.subplots(1, len(moe), squeeze=False)[0]
+        for ax, (name, r) in zip(axes, moe.items()):
+            steps = [p["step"] for p in r["expert_load"]]
+            for e in range(len(r["expert_load"][0]["load"])):
+                ax.plot(steps, [p["load"][e] for p in r["expert_load"]], linewidth=1, label=f"expert {e}")
+            ax.plot(steps, [p["dropped"] for p in r["expert_load"]], "k--", linewidth=1, label="dropped (over capacity)")
+            ax.set_xlabel("step")
+            ax.set_ylabel("share of assignments")
+            ax.set_title(f"{name}: expert load (even = {1 / len(r['expert_load'][0]['load']):.3f})")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        save(fig, "expert_load.png")
+    return paths

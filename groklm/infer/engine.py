@@ -1,0 +1,418 @@
+"""The inference engine: many requests at once, each token computed once.
+
+    add_request ──► waiting ──(free slot)──► prefill: the whole prompt in one pass, filling
+                                             its KV-cache slot; sample the first token
+                    active  ◄──────────────  decode: ONE forward pass for every active request,
+                                             each feeding its newest token; sample the next
+                    finished ──► slot freed  (stop token, stop string, max_tokens, full context)
+
+Continuous batching: requests join between decode steps (a new one is prefilled and then rides
+along in the next batched decode) and leave as soon as they finish, so a long reply never
+holds up a short one and the batch stays full while there is work.
+
+Sampling is per request (its own temperature, penalties, seed, grammar), row by row after the
+batched forward pass; a request's own seeded generator makes its output the same whether it
+ran alone or in a batch. Text is released only at complete UTF-8 characters, and text that
+might be the start of a stop string is held back until it is ruled in or out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from groklm.errors import ConfigError, GroklmError
+from groklm.infer.constrain import Grammar, GrammarState
+from groklm.infer.kv_cache import KVCache
+from groklm.infer.sampling import sample_next
+from groklm.tokenizer.chat import stop_ids
+
+MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20
+
+
+class EngineBusy(GroklmError):
+    """Every slot is taken and the waiting line is full: try again later (HTTP 429)."""
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 256  # most tokens to generate (the reply also ends at a stop token)
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float = 1.0
+    frequency_penalty: float = 0.0  # subtract penalty * (times the token already appears in the reply)
+    presence_penalty: float = 0.0  # subtract penalty once a token has appeared in the reply at all
+    seed: int | None = None  # same seed and prompt -> same reply
+    stop: list[str] = field(default_factory=list)  # stop strings, left out of the text
+    logprobs: int | None = None  # None: none; k: each token's logprob and the k most likely alternatives
+
+    def validate(self) -> SamplingParams:
+        def bad(message: str):
+            raise ConfigError(message)
+
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            bad(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if not 0.0 <= self.temperature <= 2.0:
+            bad(f"temperature must be between 0 and 2, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            bad(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            bad(f"top_k must be a positive integer, got {self.top_k!r}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                bad(f"{name} must be between -2 and 2, got {getattr(self, name)}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            bad(f"seed must be an integer, got {self.seed!r}")
+        if len(self.stop) > MAX_STOP_STRINGS or any(not isinstance(s, str) or not s for s in self.stop):
+            bad(f"stop takes up to {MAX_STOP_STRINGS} non-empty strings, got {self.stop!r}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            bad(f"top logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.logprobs}")
+        return self
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    token_id: int
+    bytes: list[int]
+    logprob: float
+    top: list[tuple[str, float]] | None = None  # the most likely alternatives at this step
+
+
+@dataclass
+class Delta:
+    """What one request produced in one step."""
+
+    request_id: int
+    text: str  # new text, complete characters only
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # set on a request's last delta: "stop" or "length"
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+
+
+class _Request:
+    """One request's state while it is waiting or generating."""
+
+    def __init__(self, request_id: int, prompt: list[int], params: SamplingParams, grammar: Grammar | None, tokenizer):
+        self.id = request_id
+        self.prompt = prompt
+        self.params = params
+        self.grammar: GrammarState | None = grammar.start() if grammar is not None else None
+        seed = params.seed if params.seed is not None else random.getrandbits(63)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.decoder = tokenizer.stream_decoder()
+        self.slot: int | None = None
+        self.generated: list[int] = []
+        self.counts: torch.Tensor | None = None  # per-token counts, only when penalties are on
+        self.held = ""  # decoded text not yet released: it may begin a stop string
+
+
+class Engine:
+    """Prefill + decode with a KV cache over `max_batch` slots; see the module docstring."""
+
+    def __init__(self, model, tokenizer, max_batch: int = 32):
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.block_size = model.config.block_size
+        param = next(model.parameters())
+        self.device = param.device
+        self.cache = KVCache(model.config, max_batch, self.device, param.dtype)
+        self.stop_ids = stop_ids(tokenizer)
+        # The model's embedding table may be padded past the tokenizer's ids; never sample those.
+        self.vocab_size = min(tokenizer.vocab_size, model.config.vocab_size)
+        self.free_slots = list(range(max_batch))
+        self.waiting: deque[_Request] = deque()
+        self.active: dict[int, _Request] = {}
+        self._next_id = 0
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", max_batch: int = 32) -> Engine:
+        import groklm
+
+        model, tokenizer = groklm.load(run_dir, device=device)
+        return cls(model, tokenizer, max_batch)
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    def add_request(self, prompt: list[int], params: SamplingParams | None = None, constraint: Grammar | None = None) -> int:
+        params = (params or SamplingParams()).validate()
+        if not prompt:
+            raise ConfigError("the prompt is empty: give at least one token")
+        if len(prompt) >= self.block_size:
+            raise ConfigError(
+                f"the prompt is {len(prompt)} tokens; this model's context is {self.block_size}, "
+                "and at least one token must be left for the reply"
+            )
+        if min(prompt) < 0 or max(prompt) >= self.model.config.vocab_size:
+            raise ConfigError(f"prompt token ids must be in [0, {self.model.config.vocab_size})")
+        request = _Request(self._next_id, list(prompt), params, constraint, self.tokenizer)
+        self._next_id += 1
+        self.waiting.append(request)
+        return request.id
+
+    def cancel(self, request_id: int) -> None:
+        """Forget a request (e.g. its client went away), freeing its slot."""
+        self.waiting = deque(r for r in self.waiting if r.id != request_id)
+        if request_id in self.active:
+            self._release(self.active.pop(request_id))
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.active)
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.active)
+
+    # ---- one step of the loop -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> list[Delta]:
+        """Admit waiting requests (prefill), then decode one token for every request that was
+        already running. Returns each request's new output."""
+        running = list(self.active.values())
+        deltas = []
+        by_length: dict[int, list[_Request]] = {}
+        for request in self._admit():  # prompts of one length share a prefill pass
+            by_length.setdefault(len(request.prompt), []).append(request)
+        for group in by_length.values():
+            deltas += self._prefill(group)
+        if running:
+            running.sort(key=lambda r: r.slot)  # adjacent slots are read without a copy
+            last = torch.tensor([[r.generated[-1]] for r in running], device=self.device)
+            logits = self.model.forward_cached(last, self.cache, [r.slot for r in running])
+            deltas += [self._emit(r, row) for r, row in zip(running, logits)]
+        return deltas
+
+    def _admit(self) -> list[_Request]:
+        admitted = []
+        while self.waiting and self.free_slots:
+            request = self.waiting.popleft()
+            request.slot = self.free_slots.pop(self.free_slots.index(min(self.free_slots)))  # lowest first: rows stay adjacent
+            self.cache.reset(request.slot)
+            self.active[request.id] = request
+            admitted.append(request)
+        return admitted
+
+    def _prefill(self, requests: list[_Request]) -> list[Delta]:
+        """Run prompts of equal length through the model, filling their cache slots."""
+        idx = torch.tensor([r.prompt for r in requests], device=self.device)
+        logits = self.model.forward_cached(idx, self.cache, [r.slot for r in requests])
+        return [self._emit(r, row) for r, row in zip(requests, logits)]
+
+    def _release(self, request: _Request) -> None:
+        self.cache.reset(request.slot)
+        self.free_slots.append(request.slot)
+
+    # ---- choosing a token and turning it into text ------------------------------------------------
+
+    def _emit(self, request: _Request, logits: torch.Tensor) -> Delta:
+        token, logprob = self._choose(request, logits)
+        request.generated.append(token)
+        if request.grammar is not None:
+            request.grammar.advance(token)
+        finish = self._finish_reason(request, token)
+        text = "" if token in self.stop_ids else request.decoder.push(token)
+        if finish is not None:
+            text += request.decoder.flush()
+        text, hit_stop = self._release_text(request, text, final=finish is not None)
+        if hit_stop:
+            finish = "stop"
+        if finish is not None:
+            self.active.pop(request.id, None)
+            self._release(request)
+        return Delta(request.id, text, [token], [logprob] if logprob else None, finish)
+
+    def _choose(self, request: _Request, logits: torch.Tensor) -> tuple[int, TokenLogprob | None]:
+        p = request.params
+        logits = logits[: self.vocab_size].float()
+        if p.frequency_penalty or p.presence_penalty:
+            if request.counts is None:
+                request.counts = torch.zeros(self.vocab_size, device=logits.device)
+            logits = logits - p.frequency_penalty * request.counts - p.presence_penalty * (request.counts > 0)
+        if request.grammar is not None:
+            logits = logits.masked_fill(~request.grammar.allowed(self.vocab_size, logits.device), float("-inf"))
+        token = int(sample_next(logits[None], p.temperature, p.top_k, p.top_p, request.generator))
+        if request.counts is not None:
+            request.counts[token] += 1
+        return token, (self._logprob(logits, token, p.logprobs) if p.logprobs is not None else None)
+
+    def _logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+        """The log-probability of the chosen token under the distribution it was drawn from
+        (after penalties and the grammar, before temperature), and the `top` most likely others."""
+        logp = F.log_softmax(logits, dim=-1)
+        alternatives = None
+        if top:
+            values, ids = logp.topk(min(top, logp.numel()))
+            alternatives = [(self._token_text(i), v) for i, v in zip(ids.tolist(), values.tolist())]
+        raw = self._token_bytes(token)
+        return TokenLogprob(self._token_text(token), token, list(raw), float(logp[token]), alternatives)
+
+    def _token_bytes(self, token: int) -> bytes:
+        return self.tokenizer.decode_bytes([token])
+
+    def _token_text(self, token: int) -> str:
+        return self._token_bytes(token).decode("utf-8", errors="replace")
+
+    def _finish_reason(self, request: _Request, token: int) -> str | None:
+        if token in self.stop_ids:
+            return "stop"
+        if len(request.generated) >= request.params.max_tokens:
+            return "length"
+        if self.cache.lengths[request.slot] >= self.block_size:
+            return "length"  # no room left in the context for the token just sampled
+        return None
+
+    def _release_text(self, request: _Request, text: str, final: bool) -> tuple[str, bool]:
+        """Text that may be shown now, and whether a stop string was found (text cut before it)."""
+        stops = request.params.stop
+        if not stops:
+            return text, False
+        pending = request.held + text
+        cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            request.held = ""
+            return pending[:cut], True
+        keep = 0 if final else max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+        request.held = pending[len(pending) - keep :]
+        return pending[: len(pending) - keep], False
+
+    # ---- convenience: whole replies ------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams | list[SamplingParams] | None = None,
+        constraints: list[Grammar | None] | Grammar | None = None,
+    ) -> list[Completion]:
+        """Generate a reply to each prompt (batched), in order."""
+        n = len(prompts)
+        params_list = params if isinstance(params, list) else [params] * n
+        constraint_list = constraints if isinstance(constraints, list) else [constraints] * n
+        ids = [self.add_request(p, s, c) for p, s, c in zip(prompts, params_list, constraint_list)]
+        parts: dict[int, list[Delta]] = {i: [] for i in ids}
+        while any(not parts[i] or parts[i][-1].finish_reason is None for i in ids):
+            for delta in self.step():
+                parts[delta.request_id].append(delta)
+        return [self._completion(prompt, parts[i]) for prompt, i in zip(prompts, ids)]
+
+    def stream(self, prompt: list[int], params: SamplingParams | None = None, constraint: Grammar | None = None) -> Iterator[Delta]:
+        """One request's deltas as they are made (runs the engine itself: single-user use)."""
+        request_id = self.add_request(prompt, params, constraint)
+        try:
+            while True:
+                for delta in self.step():
+                    if delta.request_id == request_id:
+                        yield delta
+                        if delta.finish_reason is not None:
+                            return
+        finally:
+            self.cancel(request_id)
+
+    @staticmethod
+    def _completion(prompt: list[int], deltas: list[Delta]) -> Completion:
+        tokens = [t for d in deltas for t in d.token_ids]
+        logprobs = [lp for d in deltas for lp in (d.logprobs or [])] or None
+        return Completion("".join(d.text for d in deltas), tokens, deltas[-1].finish_reason, len(prompt), len(tokens), logprobs)
+
+
+class AsyncEngine:
+    """The engine behind an asyncio server: a background thread runs `step()` while there is
+    work; each request's deltas travel to its coroutine through an asyncio queue.
+
+    Only the engine thread changes the running batch: coroutines append new requests (an
+    atomic deque append) and leave cancellations in a list the thread applies between steps."""
+
+    def __init__(self, engine: Engine, max_waiting: int = 64):
+        self.engine = engine
+        self.capacity = len(engine.free_slots) + max_waiting
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queues: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._cancelled: list[int] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="groklm-engine", daemon=True)
+        self._thread.start()
+
+    async def stream(self, prompt: list[int], params: SamplingParams | None = None, constraint: Grammar | None = None) -> AsyncIterator[Delta]:
+        """Deltas of one request. Raises ConfigError for a bad request, EngineBusy when full."""
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            if len(self._queues) >= self.capacity:
+                raise EngineBusy(f"the server is busy ({len(self._queues)} requests in flight); retry shortly")
+            request_id = self.engine.add_request(prompt, params, constraint)
+            self._queues[request_id] = (asyncio.get_running_loop(), queue)
+            self._wake.notify()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:  # finished, failed, or the consumer went away (client disconnect): free the slot
+            with self._lock:
+                self._queues.pop(request_id, None)
+                self._cancelled.append(request_id)
+                self._wake.notify()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queues)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    for request_id in self._cancelled:
+                        self.engine.cancel(request_id)
+                    self._cancelled.clear()
+                    if self._closed or self.engine.has_work():
+                        break
+                    self._wake.wait()
+                if self._closed:
+                    return
+            try:
+                deltas = self.engine.step()
+            except Exception as exc:  # a bug: fail every request in flight rather than leave them hanging
+                with self._lock:
+                    for request_id in list(self._queues):
+                        self._deliver(request_id, exc)
+                        self.engine.cancel(request_id)
+                continue
+            with self._lock:
+                for delta in deltas:
+                    self._deliver(delta.request_id, delta)
+
+    def _deliver(self, request_id: int, item) -> None:
+        target = self._queues.get(request_id)
+        if target is not None:
+            loop, queue = target
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=5)

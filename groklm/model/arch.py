@@ -1,0 +1,62 @@
+"""Which model a run holds: config.json's "arch" names it, this module builds and loads it.
+
+    gpt              the decoder transformer (GPTConfig, gpt.py), with or without MoE
+    rnn, lstm, gru   recurrent language models (RNNConfig, rnn.py); the arch is the cell
+
+Every language model here answers the same calls: model(idx, targets) -> (logits, loss),
+iter_generate / generate, num_params(). So training, sampling and evaluation need not care
+which one they hold; only construction and loading dispatch on the arch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from groklm.errors import CheckpointError, ConfigError
+
+LM_ARCHS = ("gpt", "rnn", "lstm", "gru")
+
+
+def check_arch(arch: str) -> str:
+    if arch not in LM_ARCHS:
+        raise ConfigError(f"arch must be one of {', '.join(LM_ARCHS)}; got {arch!r}")
+    return arch
+
+
+def config_class(arch: str) -> type:
+    """The config dataclass of an arch (GPTConfig or RNNConfig)."""
+    from groklm.model.config import GPTConfig
+    from groklm.model.rnn import RNNConfig
+
+    return GPTConfig if check_arch(arch) == "gpt" else RNNConfig
+
+
+def make_config(arch: str, values: dict):
+    """The arch's config from {field: value}; for a recurrent arch the cell is the arch."""
+    cls = config_class(arch)
+    if arch == "gpt":
+        return cls.from_dict(values)
+    if values.get("cell", arch) != arch:
+        raise ConfigError(f"cell={values['cell']!r} contradicts arch={arch!r}; the arch names the cell")
+    return cls.from_dict({**values, "cell": arch})
+
+
+def build_model(arch: str, config):
+    from groklm.model.gpt import GPT
+    from groklm.model.rnn import RecurrentLM
+
+    return GPT(config) if check_arch(arch) == "gpt" else RecurrentLM(config)
+
+
+def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
+    """The language model a run directory holds, whatever its arch, in eval mode."""
+    from groklm.rundir import WEIGHTS_FILE, load_weights, read_config
+
+    saved = read_config(run_dir)
+    arch = saved.get("arch", "gpt")  # runs from before the "arch" key are GPTs
+    if arch not in LM_ARCHS:
+        raise CheckpointError(f"{run_dir} holds a {arch!r} model, not a language model ({', '.join(LM_ARCHS)})")
+    model = build_model(arch, make_config(arch, saved["model"]))
+    load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+    return model.to(device).eval()

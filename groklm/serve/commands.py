@@ -1,0 +1,65 @@
+"""`groklm serve RUN`: an OpenAI-compatible server (and a chat page) for a run directory.
+
+    groklm serve runs/chat                          # http://127.0.0.1:8000, page at /
+    groklm serve runs/chat --api-key secret         # /v1/ routes need "Authorization: Bearer secret"
+    GROKLM_API_KEY=secret groklm serve runs/chat    # the same, without the key in `ps` output
+    groklm serve runs/chat --embedder default       # also /v1/embeddings (all-MiniLM-L6-v2)
+
+It binds to loopback unless --host says otherwise; on any other address, set a key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a run over an OpenAI-compatible HTTP API, with a chat page at /",
+        description="Serve RUN: /v1/chat/completions, /v1/completions, /v1/models, /health, and a chat "
+        "page at /. Requests are batched continuously: up to --max-batch generate together, up to "
+        "--max-waiting more queue, and the rest get 429.",
+    )
+    parser.add_argument("run", metavar="RUN", help="run directory (an SFT or RL model)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("GROKLM_API_KEY"), metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $GROKLM_API_KEY)")
+    parser.add_argument("--max-batch", type=int, default=32, help="requests generated together (default 32)")
+    parser.add_argument("--max-waiting", type=int, default=64, help="requests queued beyond the batch (default 64)")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    parser.add_argument("--model-name", default=None, help="the model id clients send (default: RUN's folder name)")
+    parser.add_argument("--embedder", default=None, metavar="SPEC",
+                        help="also answer /v1/embeddings with this embedder: default (all-MiniLM-L6-v2) or hf:DIR")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> None:
+    import uvicorn
+
+    from groklm.errors import ConfigError
+    from groklm.infer.engine import AsyncEngine, Engine
+    from groklm.serve.api import create_app
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_waiting < 0 or args.max_body_bytes < 1:
+        raise ConfigError("--max-waiting must be >= 0 and --max-body-bytes >= 1")
+    name = args.model_name or Path(args.run).resolve().name
+    embedder = None
+    if args.embedder:
+        from groklm.apps.rag.embed import Embedder, load_embedder
+
+        embedder = load_embedder(args.embedder, device=args.device)
+        if not isinstance(embedder, Embedder):
+            raise ConfigError("--embedder must be a local model (default or hf:DIR), not another server")
+    engine = AsyncEngine(Engine.from_run(args.run, device=args.device, max_batch=args.max_batch), args.max_waiting)
+    app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"warning: serving on {args.host} with no --api-key: anyone who can reach it can use it", file=sys.stderr)
+    print(f"serving {args.run} as model {name!r} at http://{args.host}:{args.port}/ (chat page at /)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -1,0 +1,174 @@
+// groklm's chat page: keeps the conversation, sends it to /v1/chat/completions with stream: true, and
+// shows the reply as its Server-Sent Events arrive (fetch + ReadableStream; EventSource cannot POST).
+// Stop aborts the fetch, which closes the connection; the server then frees the request's slot.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { messages: [], model: null, controller: null };
+
+function headers() {
+  const result = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) result.Authorization = "Bearer " + key;
+  return result;
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return body.error.message;
+  } catch {
+    return `HTTP ${response.status}`;
+  }
+}
+
+async function loadModel() {
+  const response = await fetch("/v1/models", { headers: headers() });
+  if (!response.ok) {
+    $("model").textContent = "not connected";
+    $("status").textContent = await errorMessage(response);
+    return false;
+  }
+  const body = await response.json();
+  state.model = body.data[0].id;
+  $("model").textContent = `${state.model} · context ${body.data[0].context_length} tokens`;
+  $("status").textContent = "";
+  return true;
+}
+
+function addMessage(role, text) {
+  const box = document.createElement("div");
+  box.className = "message";
+  box.dataset.role = role;
+  const label = document.createElement("span");
+  label.className = "role";
+  label.textContent = role;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;  // textContent, never innerHTML: a reply cannot inject markup
+  box.append(label, body);
+  $("log").append(box);
+  box.scrollIntoView({ block: "end" });
+  return box;
+}
+
+// Yields each parsed `data:` payload of an SSE response body as it arrives.
+async function* events(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (line.startsWith("data: ") && line !== "data: [DONE]") yield JSON.parse(line.slice(6));
+      }
+    }
+  }
+}
+
+function request() {
+  const system = $("system").value.trim();
+  const messages = system ? [{ role: "system", content: system }, ...state.messages] : state.messages;
+  return {
+    model: state.model,
+    messages,
+    stream: true,
+    stream_options: { include_usage: true },
+    temperature: Number($("temperature").value),
+    max_tokens: Math.max(1, Number($("max-tokens").value) || 256),
+  };
+}
+
+function setBusy(busy) {
+  $("send").disabled = busy;
+  $("stop").disabled = !busy;
+}
+
+async function send(text) {
+  if (state.controller || !text.trim()) return;
+  if (!state.model && !(await loadModel())) return;
+  $("status").textContent = "";
+  const asked = addMessage("user", text);
+  state.messages.push({ role: "user", content: text });
+  const answer = addMessage("assistant", "");
+  answer.dataset.state = "streaming";
+  answer.dataset.chunks = "0";
+  const shown = answer.querySelector(".text");
+  const controller = (state.controller = new AbortController());
+  setBusy(true);
+  let reply = "";
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(request()), signal: controller.signal,
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    for await (const chunk of events(response)) {
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) {
+        $("usage").textContent = `last reply: ${chunk.usage.prompt_tokens} prompt + ${chunk.usage.completion_tokens} completion tokens`;
+      }
+      for (const choice of chunk.choices) {
+        const piece = choice.delta && choice.delta.content;
+        if (piece) {
+          reply += piece;
+          shown.textContent = reply;
+          answer.dataset.chunks = String(Number(answer.dataset.chunks) + 1);
+          answer.scrollIntoView({ block: "end" });
+        }
+      }
+    }
+    answer.dataset.state = "done";
+  } catch (error) {
+    if (error.name === "AbortError") {
+      answer.dataset.state = "stopped";
+    } else {
+      answer.dataset.state = "error";
+      $("status").textContent = error.message;
+    }
+  } finally {
+    state.controller = null;
+    setBusy(false);
+  }
+  if (reply) {
+    state.messages.push({ role: "assistant", content: reply });
+  } else {  // nothing came back: forget the question too, so a retry does not send it twice
+    state.messages.pop();
+    asked.classList.add("failed");
+    answer.classList.add("failed");
+  }
+}
+
+function reset() {
+  if (state.controller) state.controller.abort();
+  state.messages = [];
+  $("log").replaceChildren();
+  $("status").textContent = "";
+  $("usage").textContent = "";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.controller) return;  // one reply at a time; keep what was typed
+    const text = $("input").value;
+    $("input").value = "";
+    send(text);
+  });
+  $("input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("reset").addEventListener("click", reset);
+  $("temperature").addEventListener("input", () => { $("temperature-value").textContent = $("temperature").value; });
+  $("api-key").addEventListener("change", loadModel);
+  loadModel();
+});
