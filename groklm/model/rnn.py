@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from groklm.errors import ConfigError
 from groklm.infer.sampling import check_sampling, sample_next
-from groklm.model.gpt import next_token_loss
+from groklm.model.gpt import GPT, next_token_loss
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -165,12 +165,7 @@ class RecurrentLM(nn.Module):
             yield next_id
             logits, state = self.step(next_id, state)
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> torch.Tensor:
-        """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by sampled tokens."""
-        new = list(self.iter_generate(idx, max_new_tokens, temperature, top_k, top_p, seed))
-        return torch.cat([idx, *new], dim=1)
+    generate = GPT.generate  # the prompt followed by iter_generate's tokens, as for the GPT
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (the tied embedding / head once); non_embedding leaves out the table."""
