@@ -7,6 +7,17 @@ Every stage writes its own run directory under DIR, which every other groklm com
 read (`groklm chat DIR/sft`, `groklm eval DIR/ppo --tasks all`, `groklm export DIR/base ...`).
 The chat tasks come with verifiers (groklm.data.synthetic), so each stage's gain is measured on
 held-out test problems, not asserted.
+
+What alignment is asked to fix. The SFT demonstrations are written the way people write them:
+most answer in the format the task asks for ("7"), some in a wordier style ("Tom has 7
+apples.", "Here is the JSON: {...}"); the verifiers and preference pairs say which one users
+want. SFT imitates the mix, so the SFT model also answers chattily, some of the time; DPO
+(preference pairs) and PPO (verifier reward) should move it to the wanted format. Their
+targeted metric is the expected verifier score of a reply sampled at temperature 1 (how the
+model is used in a chat; what PPO maximises) on test problems, reported with the KL from
+the SFT model. On perfectly consistent demonstrations a model this size leaves nothing for
+them to fix: its remaining errors (two-digit arithmetic, spelling a word backwards) are
+capacity, not preference (docs/guide.md has the measurements).
 """
 
 from __future__ import annotations
@@ -27,14 +38,20 @@ TUNED = ("sft", "reward", "dpo", "ppo")  # stages whose settings `--set STAGE.ke
 # learns the chat tasks only with a high SFT learning rate (3e-4 left it at ~20% mean accuracy,
 # 1e-3 reaches ~60%); DPO keeps the chosen replies likely with the RPO term (plain DPO emptied
 # the spam answers).
+# PPO needs a larger learning rate than for a big model (3e-5 moved nothing in 40 steps) and 64
+# answers a step to see the format's effect through the noise of the other tasks. KL coef 0.2
+# gains as much as 0.05 at 0.47 nats from SFT instead of 0.74, without the greedy extract loss.
 STAGE_SETTINGS = {
     "sft": {"max_iters": 1500, "lr": 1e-3, "min_lr": 1e-4},
     "reward": {"max_iters": 150},
     "dpo": {"max_iters": 150},
-    "ppo": {"max_iters": 40, "lr": 3e-5, "min_lr": 3e-5},
+    "ppo": {"max_iters": 60, "lr": 1e-4, "min_lr": 1e-4, "prompts_per_step": 64, "batch_size": 32, "kl_coef": 0.2},
 }
 DPO_SFT_WEIGHT = 1.0
+CHATTY_DEMONSTRATIONS = 0.3  # share of SFT demonstrations in the wordier style (see the docstring)
 EVAL_TASKS = "all"
+SAMPLES_PER_PROBLEM = 4  # sampled answers per test problem for the targeted metric
+CHAT_STAGES = ("sft", "dpo", "ppo")
 
 
 def register(subparsers) -> None:
@@ -48,7 +65,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where every stage's directory and the report go")
     parser.add_argument("--preset", default="tiny", help="pretraining preset (default: tiny)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)")
-    parser.add_argument("--eval-n", type=int, default=40, help="test problems per task in the evals (default: 40)")
+    parser.add_argument("--eval-n", type=int, default=100, help="test problems per task in the evals (default: 100)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override a setting: KEY for pretraining (e.g. max_iters=200), "
                         "STAGE.KEY for sft, reward, dpo or ppo (e.g. sft.max_iters=300)")
@@ -63,7 +80,12 @@ def run_speedrun(args: argparse.Namespace) -> None:
     overrides = stage_overrides(parse_set_args(args.overrides))
     report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force, args.eval_n)
     print(f"\nreport: {Path(args.out) / 'report.md'} ({report['wall_s']:.0f}s)")
+    print("greedy accuracy on the test split:")
     print(eval_table(report))
+    targeted = report["targeted"]
+    print("targeted metric (expected verifier score of a sampled reply): sft {:.3f}, ".format(targeted["sft"]["score"])
+          + ", ".join(f"{stage} {targeted[stage]['score']:.3f} ({targeted[stage]['gain']:+.3f}, KL from SFT "
+                      f"{targeted[stage]['kl_from_sft']:.2f})" for stage in CHAT_STAGES[1:]))
 
 
 def stage_overrides(flat: dict) -> dict[str, dict]:
@@ -85,7 +107,7 @@ def speedrun(
     overrides: dict[str, dict] | None = None,
     progress: bool = True,
     force: bool = False,
-    eval_n: int = 40,
+    eval_n: int = 100,
 ) -> dict:
     """Run every stage into `out_dir`; returns the report (also written as report.json/.md).
 
@@ -133,8 +155,10 @@ def speedrun(
         stages["pretrain"] = {**_pretrain_figures(run, vocab_size), "dir": str(run)}
 
     with _stage("sft", stages):
-        run = sft(out / "base", "synthetic", out / "sft", overrides=settings["sft"], progress=progress)
-        stages["sft"] = {**_last_figures(run, ["loss", "val_loss"]), "dir": str(run), "loss_plot": str(run / "loss.png")}
+        run = sft(out / "base", "synthetic", out / "sft", overrides=settings["sft"], progress=progress,
+                  synthetic_chatty=CHATTY_DEMONSTRATIONS)
+        stages["sft"] = {**_last_figures(run, ["loss", "val_loss"]), "chatty_demonstrations": CHATTY_DEMONSTRATIONS,
+                         "dir": str(run), "loss_plot": str(run / "loss.png")}
 
     with _stage("reward", stages):
         run = train_reward(out / "sft", "synthetic", out / "reward", overrides=settings["reward"], progress=progress)
@@ -155,8 +179,11 @@ def speedrun(
 
     with _stage("eval", stages):
         evals = _evaluate(out, eval_n)
+        sampled = _evaluate_sampled(out, eval_n)
+        conversations = _conversations(out)
 
-    report = {"stages": stages, "evals": evals, "samples": _samples(out / "base"), "wall_s": _since(started)}
+    report = {"stages": stages, "evals": evals, "sampled_evals": sampled, "targeted": _targeted(sampled),
+              "conversations": conversations, "samples": _samples(out / "base"), "wall_s": _since(started)}
     _plot_evals(report, out / "evals.png")
     _write_report(out, report)
     return report
@@ -239,26 +266,77 @@ def _ppo_figures(run: Path) -> dict:
 
 
 def _evaluate(out: Path, n: int) -> dict[str, dict]:
-    """Accuracy per task of every stage's model, on the same held-out test problems."""
+    """Greedy accuracy per task of every stage's model, on the same held-out test problems."""
     from groklm.eval.harness import evaluate_run
 
     evals = {}
-    for stage, folder in (("base", "base"), ("sft", "sft"), ("dpo", "dpo"), ("ppo", "ppo")):
-        result = evaluate_run(out / folder, tasks=EVAL_TASKS, n=n, seed=0)
+    for stage in ("base", *CHAT_STAGES):
+        result = evaluate_run(out / stage, tasks=EVAL_TASKS, n=n, seed=0)
         evals[stage] = {task: {"accuracy": r["accuracy"], "mean_score": r["mean_score"], "count": r["count"]}
                         for task, r in result["tasks"].items()}
     return evals
 
 
-def eval_table(report: dict) -> str:
-    """A markdown table: one row per stage, one column per task (accuracy on the test split)."""
-    evals = report["evals"]
+def _evaluate_sampled(out: Path, n: int) -> dict[str, dict]:
+    """Per task and chat stage: replies sampled at temperature 1 (SAMPLES_PER_PROBLEM per test
+    problem), their accuracy and mean verifier score, and (DPO, PPO) their KL from the SFT model."""
+    from groklm.eval.harness import evaluate_run
+
+    sampled = {}
+    for stage in CHAT_STAGES:
+        reference = out / "sft" if stage != "sft" else None
+        result = evaluate_run(out / stage, tasks=EVAL_TASKS, n=n, seed=0, temperature=1.0,
+                              samples=SAMPLES_PER_PROBLEM, reference=reference)
+        sampled[stage] = {task: {key: r[key] for key in ("accuracy", "mean_score", "count", "kl") if key in r}
+                          for task, r in result["tasks"].items()}
+    return sampled
+
+
+def _targeted(sampled: dict[str, dict]) -> dict:
+    """The metric DPO and PPO are asked to raise: the mean over tasks of the expected verifier
+    score of a sampled reply, per stage, with the gain over SFT and the KL from SFT (nats per reply)."""
+    mean = lambda results, key: sum(r[key] for r in results.values()) / len(results)  # noqa: E731
+    sft_score = mean(sampled["sft"], "mean_score")
+    targeted = {"metric": "expected verifier score of a reply sampled at temperature 1, test split, mean over tasks",
+                "sft": {"score": sft_score, "accuracy": mean(sampled["sft"], "accuracy")}}
+    for stage in CHAT_STAGES[1:]:
+        score = mean(sampled[stage], "mean_score")
+        targeted[stage] = {"score": score, "gain": score - sft_score, "accuracy": mean(sampled[stage], "accuracy"),
+                           "kl_from_sft": mean(sampled[stage], "kl")}
+    return targeted
+
+
+def _conversations(out: Path) -> list[dict]:
+    """The first test problem of each task, answered by every chat stage: greedy and one sampled reply."""
+    import groklm
+    from groklm.data.synthetic import TASKS
+    from groklm.eval.harness import generate_answers
+
+    records = [task.rl_prompts(1, split="test", seed=0)[0] for task in TASKS.values()]
+    prompts = [r["prompt"] for r in records]
+    conversations = [{"task": r["task"], "messages": r["prompt"], "answer": r["answer"], "replies": {}} for r in records]
+    for stage in CHAT_STAGES:
+        model, tokenizer = groklm.load(out / stage)
+        greedy = generate_answers(model, tokenizer, prompts)
+        sampled = generate_answers(model, tokenizer, prompts, temperature=1.0, seed=1)
+        for conversation, record, g, s in zip(conversations, records, greedy, sampled):
+            conversation["replies"][stage] = {"greedy": g, "greedy_score": TASKS[record["task"]].verify(record, g),
+                                              "sampled": s, "sampled_score": TASKS[record["task"]].verify(record, s)}
+    return conversations
+
+
+def eval_table(report: dict, key: str = "evals", field: str = "accuracy") -> str:
+    """A markdown table: one row per stage, one column per task (greedy accuracy on the test split,
+    or another `field` of another table of the report, e.g. "sampled_evals" / "mean_score")."""
+    evals = report[key]
     tasks = list(next(iter(evals.values())))
+    percent = field == "accuracy"
+    cell = lambda v: f"{100 * v:.0f}%" if percent else f"{v:.3f}"  # noqa: E731
     lines = ["| stage | " + " | ".join(tasks) + " | mean |", "| --- |" + " --- |" * (len(tasks) + 1)]
     for stage, results in evals.items():
-        accuracies = [results[t]["accuracy"] for t in tasks]
-        cells = [f"{100 * a:.0f}%" for a in accuracies] + [f"{100 * sum(accuracies) / len(accuracies):.1f}%"]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        values = [results[t][field] for t in tasks]
+        mean = sum(values) / len(values)
+        lines.append(f"| {stage} | " + " | ".join(cell(v) for v in values) + f" | {f'{100 * mean:.1f}%' if percent else f'{mean:.3f}'} |")
     return "\n".join(lines)
 
 
@@ -270,16 +348,18 @@ def _plot_evals(report: dict, path: Path) -> None:
 
     from groklm.rundir import atomic_path
 
-    evals = report["evals"]
-    tasks = list(next(iter(evals.values())))
-    width = 0.8 / len(evals)
-    fig, ax = plt.subplots(figsize=(9, 4), dpi=100)
-    for i, (stage, results) in enumerate(evals.items()):
-        ax.bar([t + i * width for t in range(len(tasks))], [100 * results[t]["accuracy"] for t in tasks], width, label=stage)
-    ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks)
-    ax.set_ylabel("accuracy on the test split (%)")
-    ax.set_title("evals by stage")
-    ax.legend()
+    panels = [(report["evals"], "accuracy", "greedy accuracy (%)", 100),
+              (report["sampled_evals"], "mean_score", "expected score, sampled at T=1", 1)]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4), dpi=100)
+    for ax, (evals, field, label, scale) in zip(axes, panels):
+        tasks = list(next(iter(evals.values())))
+        width = 0.8 / len(evals)
+        for i, (stage, results) in enumerate(evals.items()):
+            ax.bar([t + i * width for t in range(len(tasks))], [scale * results[t][field] for t in tasks], width, label=stage)
+        ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks)
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("evals by stage, test split")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -331,10 +411,11 @@ def _write_report(out: Path, report: dict) -> None:
         f"| eval | every stage on {next(iter(report['evals']['base'].values()))['count']} test problems per task "
         f"| {s['eval']['wall_s']:.1f} s |",
         "",
-        "## Accuracy on held-out test problems",
+        "## Accuracy on held-out test problems (greedy)",
         "",
         eval_table(report),
         "",
+        *_targeted_lines(report),
         "![evals by stage](evals.png)",
         "",
         "## Curves",
@@ -349,8 +430,52 @@ def _write_report(out: Path, report: dict) -> None:
     for sample in report["samples"]:
         lines += [f"Prompt {json.dumps(sample['prompt'])}, seed {sample['seed']}:", "", "```",
                   sample["prompt"] + sample["completion"], "```", ""]
+    lines += _conversation_lines(report["conversations"])
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def _targeted_lines(report: dict) -> list[str]:
+    """The targeted metric per stage (sampled replies), then the per-task table behind it."""
+    t, s = report["targeted"], report["stages"]
+    share = f"{100 * s['sft']['chatty_demonstrations']:.0f}%"
+    return [
+        "## The targeted metric: sampled replies",
+        "",
+        f"{share} of the SFT demonstrations answer in a wordier style than the task asks for; DPO and PPO "
+        "are to move the model to the wanted format. Measured on the same test problems, "
+        f"{next(iter(report['sampled_evals']['sft'].values()))['count']} replies per task sampled at temperature 1: "
+        "the expected verifier score (mean over tasks), and the KL of the replies from the SFT model.",
+        "",
+        "| stage | expected score | gain over SFT | accuracy of a sample | KL from SFT (nats/reply) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| sft | {t['sft']['score']:.3f} | | {100 * t['sft']['accuracy']:.1f}% | 0 |",
+        *(f"| {stage} | {t[stage]['score']:.3f} | {t[stage]['gain']:+.3f} | {100 * t[stage]['accuracy']:.1f}% "
+          f"| {t[stage]['kl_from_sft']:.3f} |" for stage in CHAT_STAGES[1:]),
+        "",
+        "Expected score per task:",
+        "",
+        eval_table(report, "sampled_evals", "mean_score"),
+        "",
+    ]
+
+
+def _conversation_lines(conversations: list[dict]) -> list[str]:
+    """Each task's first test problem and what every chat stage replied (with the verifier's score)."""
+    lines = ["## Sample conversations (test problems)", ""]
+    for conversation in conversations:
+        turns = " / ".join(f"{m['role']}: {m['content']}" for m in conversation["messages"]).replace("\n", " ")
+        lines += [f"**{conversation['task']}**: {turns}", "", f"Expected: `{conversation['answer']}`", "",
+                  "| stage | greedy reply | score | sampled reply (T=1) | score |", "| --- | --- | --- | --- | --- |"]
+        for stage, r in conversation["replies"].items():
+            lines.append(f"| {stage} | {_cell(r['greedy'])} | {r['greedy_score']:.2f} | {_cell(r['sampled'])} | {r['sampled_score']:.2f} |")
+        lines.append("")
+    return lines
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: one line, no pipes breaking the table."""
+    return "`" + text.replace("\n", " ").replace("|", "\\|").replace("`", "'") + "`" if text.strip() else "(empty)"
 
 
 def _since(clock: float) -> float:

@@ -16,7 +16,7 @@ from groklm.errors import ConfigError
 from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answers, parse_tasks
 from groklm.tokenizer.base import IM_END
 from groklm.tokenizer.char import CharTokenizer
-from test_ppo import ASCII, make_run  # noqa: F401
+from test_ppo import ASCII, make_run
 
 
 class Rigged(nn.Module):
@@ -86,6 +86,59 @@ def test_harness_counts_and_scores_on_a_rigged_model(tokenizer):
             picked = choice_logprobs(model, tokenizer, record["prompt"], record["choices"]).argmax().item()
             assert picked == record["choices"].index("7")
     assert 0 <= mc["mean_score"] <= 1
+
+
+def test_sampled_eval_grades_every_sample_and_kl_to_itself_is_zero(tmp_path):
+    import groklm
+
+    run = make_run(tmp_path / "run", block_size=256)
+    model, tokenizer = groklm.load(run)
+    greedy = evaluate_model(model, tokenizer, "spam", n=3, seed=0, max_new_tokens=4)["spam"]
+    sampled = evaluate_model(model, tokenizer, "spam", n=3, seed=0, max_new_tokens=4, temperature=1.0, samples=5,
+                             reference=model)["spam"]
+    assert greedy["kind"] == "generate" and greedy["count"] == 3 and "kl" not in greedy
+    assert sampled["kind"] == "sample" and sampled["count"] == 15
+    assert sampled["kl"] == pytest.approx(0.0, abs=1e-5)  # the same model: log p - log p_ref = 0 on every token
+    again = evaluate_model(model, tokenizer, "spam", n=3, seed=0, max_new_tokens=4, temperature=1.0, samples=5)["spam"]
+    assert again["mean_score"] == sampled["mean_score"]  # seeded samples
+    with pytest.raises(ConfigError, match="temperature"):
+        evaluate_model(model, tokenizer, "spam", n=3, temperature=-1.0)
+    other = make_run(tmp_path / "other", chars=ASCII + "é", block_size=256)  # another vocabulary
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        evaluate_run(run, "spam", n=1, temperature=1.0, reference=other)
+
+
+def test_answer_kl_is_the_sum_of_token_log_ratios(tmp_path):
+    """Against a hand computation: the reference is the same network with its logits shifted
+    on one token, so each reply's KL is sum over its tokens of log p - log p_ref."""
+    import torch.nn.functional as F
+
+    import groklm
+    from groklm.eval.harness import answer_ids, answer_kl
+
+    run = make_run(tmp_path / "run", block_size=256)
+    model, tokenizer = groklm.load(run)
+
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = model.config
+
+        def forward(self, idx):
+            logits, _ = model(idx)
+            return logits + F.one_hot(torch.tensor(5), logits.size(-1)) * 2.0, None
+
+    conversations = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "2+2?"}]]
+    prompts, replies = answer_ids(model, tokenizer, conversations, max_new_tokens=6, temperature=1.0, seed=3)
+    kls = answer_kl(model, Shifted(), prompts, replies)
+    for prompt, reply, kl in zip(prompts, replies, kls):
+        ids = torch.tensor([prompt + reply])
+        with torch.no_grad():
+            logp = F.log_softmax(model(ids)[0][0], dim=-1)
+            ref = F.log_softmax(Shifted()(ids)[0][0], dim=-1)
+        positions = range(len(prompt) - 1, len(prompt) + len(reply) - 1)
+        expected = sum((logp[t, ids[0, t + 1]] - ref[t, ids[0, t + 1]]).item() for t in positions)
+        assert kl == pytest.approx(expected, abs=1e-4)
 
 
 def test_every_task_runs_on_a_tiny_model(tmp_path):

@@ -204,6 +204,9 @@ def test_synthetic_data_and_validation_split(tmp_path):
     assert spec == "synthetic:arithmetic" and len(records) == 5 and all("messages" in r for r in records)
     with pytest.raises(ConfigError, match="unknown task"):
         load_records("synthetic:nope", False, "train", synthetic_n=5)
+    chatty, _ = load_records("synthetic:arithmetic", False, "train", synthetic_n=5, synthetic_chatty=1.0)
+    assert [r["messages"][:-1] for r in chatty] == [r["messages"][:-1] for r in records]
+    assert all(c["messages"][-1] != r["messages"][-1] for c, r in zip(chatty, records))  # every reply in the wordier style
     tokenizer = CharTokenizer(sorted(CHARS))
     train_rows, val_rows, info = build_rows(tokenizer, chats(40), None, 80, 0, False, 5)
     assert info["val_conversations"] == 2 and info["conversations"] == 38 and info["val"] is None
@@ -270,6 +273,8 @@ def test_cli(tmp_path, monkeypatch, capsys):
     register(parser.add_subparsers())
     args = parser.parse_args(["sft", "R", "--data", "synthetic:spam", "--out", "O", "--set", "lr=1e-4", "--resume"])
     assert (args.run, args.data, args.out, args.overrides, args.resume) == ("R", "synthetic:spam", "O", ["lr=1e-4"], True)
+    assert args.synthetic_chatty == 0.0
+    assert parser.parse_args(["sft", "R", "--data", "synthetic", "--out", "O", "--synthetic-chatty", "0.3"]).synthetic_chatty == 0.3
 
     base = make_base(tmp_path / "base")
     data = write_jsonl(tmp_path / "chats.jsonl", chats(30))

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from groklm.errors import ConfigError
-from groklm.speedrun import speedrun, stage_overrides
+from groklm.data.synthetic import TASKS, verify
+from groklm.speedrun import CHATTY_DEMONSTRATIONS, SAMPLES_PER_PROBLEM, speedrun, stage_overrides
 
 STEPS = {"eval_iters": 2, "batch_size": 4, "warmup_iters": 1}
 SMALL = {
@@ -35,7 +36,8 @@ def test_every_stage_writes_its_directory_and_the_report(finished):
     assert (out / "base" / "loss.png").is_file() and (out / "evals.png").is_file()
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     markdown = (out / "report.md").read_text()
-    for row in ("| pretrain |", "| sft |", "| reward model |", "| dpo |", "| ppo |", "## Accuracy", "## Samples"):
+    for row in ("| pretrain |", "| sft |", "| reward model |", "| dpo |", "| ppo |", "## Accuracy", "## Samples",
+                "## The targeted metric", "## Sample conversations"):
         assert row in markdown
 
 
@@ -50,6 +52,30 @@ def test_report_figures_are_measured(finished):
     assert set(report["evals"]) == {"base", "sft", "dpo", "ppo"}
     assert all(r["count"] == 1 for results in report["evals"].values() for r in results.values())
     assert len(report["samples"]) == 3
+
+
+def test_report_has_the_targeted_metric_with_kl(finished):
+    """DPO and PPO are judged on sampled replies (SAMPLES_PER_PROBLEM per test problem), with the KL from SFT."""
+    out, report = finished
+    sampled, targeted = report["sampled_evals"], report["targeted"]
+    assert set(sampled) == {"sft", "dpo", "ppo"}
+    assert all(r["count"] == SAMPLES_PER_PROBLEM for results in sampled.values() for r in results.values())
+    assert all("kl" in r for stage in ("dpo", "ppo") for r in sampled[stage].values())
+    assert not any("kl" in r for r in sampled["sft"].values())
+    for stage in ("dpo", "ppo"):
+        mean = sum(r["mean_score"] for r in sampled[stage].values()) / len(sampled[stage])
+        assert targeted[stage]["score"] == pytest.approx(mean)
+        assert targeted[stage]["gain"] == pytest.approx(mean - targeted["sft"]["score"])
+        assert targeted[stage]["kl_from_sft"] == pytest.approx(sum(r["kl"] for r in sampled[stage].values()) / len(sampled[stage]))
+    assert report["stages"]["sft"]["chatty_demonstrations"] == CHATTY_DEMONSTRATIONS
+    assert json.loads((out / "sft" / "config.json").read_text())["data"]["synthetic_chatty"] == CHATTY_DEMONSTRATIONS
+    conversations = report["conversations"]
+    assert [c["task"] for c in conversations] == list(TASKS)
+    for conversation in conversations:
+        assert set(conversation["replies"]) == {"sft", "dpo", "ppo"}
+        for reply in conversation["replies"].values():
+            record = {"task": conversation["task"], "answer": conversation["answer"]}
+            assert reply["greedy_score"] == verify(record, reply["greedy"])
 
 
 def test_stage_settings_from_the_command_line():
@@ -72,4 +98,5 @@ def test_full_speedrun_learns(tmp_path):
     mean = {stage: sum(r["accuracy"] for r in results.values()) / len(results) for stage, results in report["evals"].items()}
     assert mean["sft"] > mean["base"] + 0.2
     assert report["stages"]["reward"]["val_accuracy"] > 0.6
+    assert report["targeted"]["dpo"]["gain"] > 0.03 and report["targeted"]["ppo"]["gain"] > 0.03
     assert report["wall_s"] < 20 * 60

@@ -76,6 +76,29 @@ def test_every_sft_answer_verifies(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_chatty_demonstrations_say_the_right_thing_in_the_wrong_format(task):
+    clean = TASKS[task].sft(N, "train", 0)
+    chatty = TASKS[task].sft(N, "train", 0, chatty=0.3)
+    assert TASKS[task].sft(N, "train", 0, chatty=0.3) == chatty  # seeded
+    changed = 0
+    for plain, mixed, problem in zip(clean, chatty, TASKS[task].problems(N, "train", 0)):
+        assert mixed["messages"][:-1] == plain["messages"][:-1]  # only the last reply differs
+        reply, answer = mixed["messages"][-1]["content"], plain["messages"][-1]["content"]
+        if reply != answer:
+            changed += 1
+            assert reply == problem.chatty
+            # the content is there (a number or word the verifier can find), the format is not
+            assert verify(graded(task, answer), reply) < 1.0
+            assert answer.lower() in reply.lower() or json.loads(answer) == json.loads(reply.partition(": ")[2])
+            # and preference pairs may reject exactly that style
+            assert problem.chatty in problem.stages[-1].malformed
+    assert 0.2 < changed / N < 0.4
+    assert TASKS[task].sft(N, "train", 0, chatty=1.0)[0]["messages"][-1]["content"] != clean[0]["messages"][-1]["content"]
+    with pytest.raises(ConfigError, match="chatty"):
+        TASKS[task].sft(3, "train", 0, chatty=1.5)
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_chosen_verifies_and_rejected_does_not(task):
     for record in TASKS[task].preferences(N, "train", 0):
         check_messages(record["prompt"])
@@ -204,3 +227,7 @@ def test_synth_command_writes_files_the_loaders_read(tmp_path, capsys):
     rl = load_jsonl(tmp_path / "rl_test.jsonl")
     assert all(verify(r, r["answer"]) == 1.0 for r in rl)
     assert "mc_test.jsonl: 12 records" in capsys.readouterr().out
+    main(["data", "synth", "--out", str(tmp_path / "chatty"), "--tasks", "spam", "--n", "20", "--chatty", "0.5"])
+    chatty = [json.loads(line) for line in (tmp_path / "chatty" / "sft_train.jsonl").read_text().splitlines()]
+    assert chatty == synthetic.make_sft(["spam"], 20, "train", 0, chatty=0.5)
+    assert any(r["messages"][-1]["content"].startswith("This email is") for r in chatty)

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     synth.add_argument("--tasks", default="all", help="comma-separated task names, or `all` (default)")
     synth.add_argument("--n", type=int, default=1000, help="train records per task and file (test: a fifth of that, at least 1)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--chatty", type=float, default=0.0, metavar="SHARE",
+                       help="share of SFT demonstrations answered in a wordier style than the task asks for (default 0)")
     synth.set_defaults(func=run_synth)
 
     from groklm.data.sampled_pairs import add_parser
@@ -52,6 +54,7 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> None:
+    from functools import partial
     from pathlib import Path
 
     from groklm.data import synthetic
@@ -63,7 +66,8 @@ def run_synth(args: argparse.Namespace) -> None:
     tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     synthetic.get_tasks(tasks)  # a typo fails before any file is written
     sizes = {"train": args.n, "test": max(1, args.n // 5)}
-    makers = {"sft": synthetic.make_sft, "prefs": synthetic.make_preferences, "rl": synthetic.make_rl_prompts}
+    makers = {"sft": partial(synthetic.make_sft, chatty=args.chatty), "prefs": synthetic.make_preferences,
+              "rl": synthetic.make_rl_prompts}
     out = Path(args.out)
     for kind, make in makers.items():
         for split, n in sizes.items():

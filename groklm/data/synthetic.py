@@ -89,6 +89,7 @@ class Problem:
     key: str  # canonical identity: decides the split, never shown to the model
     messages: list[dict]  # the whole conversation, for SFT
     stages: list[Stage]  # the replies that can be graded (the tool task has two)
+    chatty: str  # the last reply as a wordier writer puts it: right content, not the asked-for format
 
 
 def msg(role: str, content: str) -> dict:
@@ -106,10 +107,11 @@ def _maybe_system(rng: random.Random) -> list[dict]:
     return [msg("system", rng.choice(SYSTEM_PROMPTS))] if rng.random() < 0.25 else []
 
 
-def _single_turn(key: str, rng: random.Random, user: str, answer: str, distractors, malformed=()) -> Problem:
+def _single_turn(key: str, rng: random.Random, user: str, answer: str, chatty: str, distractors, malformed=()) -> Problem:
     prompt = [*_maybe_system(rng), msg("user", user)]
     distinct = [d for d in dict.fromkeys(distractors) if d != answer]
-    return Problem(key, [*prompt, msg("assistant", answer)], [Stage(prompt, answer, distinct, list(malformed))])
+    stage = Stage(prompt, answer, distinct, list(dict.fromkeys([chatty, *malformed])))
+    return Problem(key, [*prompt, msg("assistant", answer)], [stage], chatty)
 
 
 def _near_numbers(value: int, *others: int) -> list[str]:
@@ -146,8 +148,8 @@ def gen_arithmetic(rng: random.Random) -> Problem:
     question = rng.choice([f"How many {item} does {name} have now?", f"How many {item} does {name} have?"])
     answer = str(value)
     return _single_turn(
-        f"{op}:{a}:{b}", rng, f"{story} {question}", answer,
-        _near_numbers(value, wrong_op), [f"{name} has {value} {item}.", f"The answer is {value}."],
+        f"{op}:{a}:{b}", rng, f"{story} {question}", answer, f"{name} has {value} {item}.",
+        _near_numbers(value, wrong_op), [f"The answer is {value}."],
     )
 
 
@@ -184,8 +186,8 @@ def gen_spam(rng: random.Random) -> Problem:
     answer = "spam" if is_spam else "not spam"
     other = "not spam" if is_spam else "spam"
     return _single_turn(
-        email, rng, f"{ask}\n{email}", answer, [other],
-        [f"This email is {answer}.", answer.capitalize() + "!", f"{answer}, because it looks like {answer}"],
+        email, rng, f"{ask}\n{email}", answer, f"This email is {answer}.", [other],
+        [answer.capitalize() + "!", f"{answer}, because it looks like {answer}"],
     )
 
 
@@ -208,7 +210,8 @@ def gen_extract(rng: random.Random) -> Problem:
         f"{{'name': '{name}', 'age': {age}, 'city': '{city}'}}",  # a Python dict, not JSON
         f"name: {name}, age: {age}, city: {city}",
     ]
-    return _single_turn(f"{name}|{age}|{city}", rng, f"{ask}\n{sentence}", answer, distractors, malformed)
+    return _single_turn(f"{name}|{age}|{city}", rng, f"{ask}\n{sentence}", answer, f"Here is the JSON: {answer}",
+                        distractors, malformed)
 
 
 # The tool protocol: one line, `CALL calculator(EXPR)`, EXPR made of integers, + - * and brackets.
@@ -253,7 +256,7 @@ def gen_tool(rng: random.Random) -> Problem:
     after_call = [*ask, msg("assistant", call), msg("tool", result)]
     call_stage = Stage(ask, call, [format_call(wrong_expr)], [result, f"calculator({expr})", f"CALL calc({expr})"])
     answer_stage = Stage(after_call, result, _near_numbers(value), [f"The answer is {result}.", call])
-    return Problem(f"{a}{op}{b}", [*after_call, msg("assistant", result)], [call_stage, answer_stage])
+    return Problem(f"{a}{op}{b}", [*after_call, msg("assistant", result)], [call_stage, answer_stage], f"The answer is {result}.")
 
 
 def gen_instruct(rng: random.Random) -> Problem:
@@ -263,21 +266,22 @@ def gen_instruct(rng: random.Random) -> Problem:
         user = rng.choice([f"Reverse the word: {word}", f"Write {word} backwards."])
         answer = word[::-1]
         distractors = [word, answer[1] + answer[0] + answer[2:], answer[:-1]]
-        malformed = [answer.upper(), f"The word backwards is {answer}."]
+        chatty, malformed = f"The word backwards is {answer}.", [answer.upper()]
     elif kind == "upper":
         user = rng.choice([f"Write in capitals: {word}", f"Make this uppercase: {word}"])
         answer = word.upper()
-        distractors, malformed = [word.capitalize(), answer[:-1]], [word, f"{answer}!"]
+        distractors, malformed, chatty = [word.capitalize(), answer[:-1]], [word, f"{answer}!"], f"In capitals: {answer}"
     elif kind == "count":
         user = rng.choice([f"How many letters are in {word}?", f"Count the letters in {word}."])
         answer = str(len(word))
-        distractors, malformed = _near_numbers(len(word)), [f"{word} has {len(word)} letters."]
+        distractors, malformed, chatty = _near_numbers(len(word)), [], f"{word} has {len(word)} letters."
     else:
         user = rng.choice([f"Repeat the word {word} {n} times.", f"Say {word} {n} times."])
         answer = " ".join([word] * n)
         distractors, malformed = [" ".join([word] * (n + 1)), " ".join([word] * (n - 1))], [f"{answer}."]
+        chatty = f"Here it is: {answer}"
         kind = f"repeat{n}"
-    return _single_turn(f"{kind}:{word}", rng, user, answer, distractors, malformed)
+    return _single_turn(f"{kind}:{word}", rng, user, answer, chatty, distractors, malformed)
 
 
 def gen_multiturn(rng: random.Random) -> Problem:
@@ -287,26 +291,28 @@ def gen_multiturn(rng: random.Random) -> Problem:
         question = rng.choice(["What is my name?", "Do you remember my name?"])
         turns = [f"Hi, my name is {name}.", f"Nice to meet you, {name}.", question]
         key, answer, distractors = name, name, [n for n in rng.sample(NAMES, 3) if n != name]
-        malformed = [f"Your name is {name}.", name.lower()]
+        chatty, malformed = f"Your name is {name}.", [name.lower()]
     elif kind == "number":
         x = rng.randint(1, 99)
         question = rng.choice(["What number did I ask you to remember?", "Which number was it?"])
         turns = [f"Remember the number {x}.", "OK.", question]
-        key, answer, distractors, malformed = str(x), str(x), _near_numbers(x), [f"The number was {x}."]
+        key, answer, distractors, malformed = str(x), str(x), _near_numbers(x), []
+        chatty = f"The number was {x}."
     elif kind == "color":
         color, a, b = rng.choice(COLORS), rng.randint(1, 9), rng.randint(1, 9)
         # three turns: a question in between, so the answer is not simply in the last user turn
         turns = [f"My favourite colour is {color}.", "OK.", f"What is {a} plus {b}?", str(a + b)]
         turns.append("What is my favourite colour?")
         key, answer, distractors = f"{color}:{a}+{b}", color, [c for c in rng.sample(COLORS, 3) if c != color]
-        malformed = [f"Your favourite colour is {color}.", str(a + b)]
+        chatty, malformed = f"Your favourite colour is {color}.", [str(a + b)]
     else:
         x, y = rng.randint(1, 50), rng.randint(1, 9)
         turns = [f"Remember the number {x}.", "OK.", f"Add {y} to it. What do you get?"]
-        key, answer, distractors, malformed = f"{x}+{y}", str(x + y), _near_numbers(x + y, x), [f"I get {x + y}."]
+        key, answer, distractors, malformed = f"{x}+{y}", str(x + y), _near_numbers(x + y, x), []
+        chatty = f"I get {x + y}."
     prompt = _maybe_system(rng) + [msg("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns)]
-    stage = Stage(prompt, answer, [d for d in dict.fromkeys(distractors) if d != answer], malformed)
-    return Problem(f"{kind}:{key}", [*prompt, msg("assistant", answer)], [stage])
+    stage = Stage(prompt, answer, [d for d in dict.fromkeys(distractors) if d != answer], [chatty, *malformed])
+    return Problem(f"{kind}:{key}", [*prompt, msg("assistant", answer)], [stage], chatty)
 
 
 # ---------------------------------------------------------------- rewards
@@ -395,8 +401,18 @@ class Task:
         for problem in self.problems(n, split, seed):
             yield problem, rng.choice(problem.stages), rng
 
-    def sft(self, n: int, split: str = "train", seed: int = 0) -> list[dict]:
-        return [{"task": self.name, "messages": p.messages} for p in self.problems(n, split, seed)]
+    def sft(self, n: int, split: str = "train", seed: int = 0, chatty: float = 0.0) -> list[dict]:
+        """Whole conversations; a `chatty` share of them ends in the wordier reply instead."""
+        if not 0 <= chatty <= 1:
+            raise ConfigError(f"chatty is a share of the demonstrations, in [0, 1]; got {chatty}")
+        rng = random.Random(f"{self.name}/{split}/{seed}/chatty")
+        records = []
+        for problem in self.problems(n, split, seed):
+            messages = problem.messages
+            if rng.random() < chatty:
+                messages = [*messages[:-1], msg("assistant", problem.chatty)]
+            records.append({"task": self.name, "messages": messages})
+        return records
 
     def preferences(self, n: int, split: str = "train", seed: int = 0) -> list[dict]:
         return [
@@ -448,15 +464,17 @@ def get_tasks(names: TaskNames = None) -> list[Task]:
     return [TASKS[n] for n in names]
 
 
-def _mix(kind: str, tasks, n_per_task: int, split: str, seed: int) -> list[dict]:
+def _mix(kind: str, tasks, n_per_task: int, split: str, seed: int, **options) -> list[dict]:
     """Every task's records, shuffled together (SFT should not see one task at a time)."""
-    records = [r for task in get_tasks(tasks) for r in getattr(task, kind)(n_per_task, split, seed)]
+    records = [r for task in get_tasks(tasks) for r in getattr(task, kind)(n_per_task, split, seed, **options)]
     random.Random(f"mix/{kind}/{split}/{seed}").shuffle(records)
     return records
 
 
-def make_sft(tasks: TaskNames = None, n_per_task: int = 1000, split: str = "train", seed: int = 0) -> list[dict]:
-    return _mix("sft", tasks, n_per_task, split, seed)
+def make_sft(tasks: TaskNames = None, n_per_task: int = 1000, split: str = "train", seed: int = 0,
+             chatty: float = 0.0) -> list[dict]:
+    """Demonstrations; `chatty` of them (a share in [0, 1]) answer in the wordier style."""
+    return _mix("sft", tasks, n_per_task, split, seed, chatty=chatty)
 
 
 def make_preferences(tasks: TaskNames = None, n_per_task: int = 1000, split: str = "train", seed: int = 0) -> list[dict]:

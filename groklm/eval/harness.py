@@ -5,6 +5,10 @@ Two ways to ask a model a question:
   generate  NAME      the model answers freely (greedy, up to max_new_tokens, stopping at
                       <|im_end|>); the task's verifier grades the answer in [0, 1]. Correct
                       means a perfect score (1.0); the mean score also credits partial answers.
+                      With a temperature > 0 it samples `samples` answers per problem instead
+                      (seeded): accuracy is then pass@1 averaged over the samples, and the mean
+                      score is the expected verifier reward, the quantity RL maximises; a
+                      chat model is used this way (the server's default temperature is 1).
   choice    NAME:mc   no generation: each option is scored by the log-likelihood the model gives
                       it as the assistant's reply, sum over its tokens (and the closing
                       <|im_end|>, so "1" is not rewarded for being the start of "12") of
@@ -46,14 +50,52 @@ def parse_tasks(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def generate_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64) -> list[str]:
-    """The model's greedy reply to each conversation, without the stop token (batched)."""
+def answer_ids(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64,
+               temperature: float = 0.0, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, reply ids) for each conversation, answered side by side by the engine: greedy,
+    or sampled at `temperature` with answer seeds drawn from `seed`. A reply keeps its stop token."""
+    import torch
+
     from groklm.tokenizer.chat import render_prompt
     from groklm.train.rollout import sample_responses
 
-    replies = sample_responses(model, tokenizer, [render_prompt(tokenizer, m) for m in conversations], max_new_tokens, temperature=0.0)
-    return [tokenizer.decode([t for t in reply if t < tokenizer.vocab_size and t not in tokenizer.special_tokens.values()])
-            for reply in replies]
+    prompts = [render_prompt(tokenizer, m) for m in conversations]
+    replies = sample_responses(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
+                               generator=torch.Generator().manual_seed(seed))
+    return prompts, replies
+
+
+def reply_text(tokenizer, reply: list[int]) -> str:
+    """A reply's text without its stop token (ids past the vocabulary are padding rows: no text)."""
+    return tokenizer.decode([t for t in reply if t < tokenizer.vocab_size and t not in tokenizer.special_tokens.values()])
+
+
+def generate_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64,
+                     temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """The model's reply to each conversation as text (greedy unless temperature > 0)."""
+    _, replies = answer_ids(model, tokenizer, conversations, max_new_tokens, temperature, seed)
+    return [reply_text(tokenizer, r) for r in replies]
+
+
+def answer_kl(model, reference, prompts: list[list[int]], replies: list[list[int]], temperature: float = 1.0,
+              chunk: int = 64) -> list[float]:
+    """KL(model || reference) of each sampled reply, in nats: sum over its tokens of
+    log p_model(token) - log p_reference(token). Averaged over replies sampled from the model,
+    this estimates the KL between the two models' answer distributions (PPO's penalty)."""
+    import torch
+
+    from groklm.train.rollout import pack, token_logprobs
+
+    device = next(model.parameters()).device
+    kls: list[float] = []
+    for start in range(0, len(prompts), chunk):
+        batch = pack(prompts[start : start + chunk], replies[start : start + chunk], model.config.block_size)
+        seqs, mask = batch.sequences.to(device), batch.mask.to(device)
+        with torch.no_grad():
+            logp = token_logprobs(model(seqs)[0] / temperature, seqs)
+            ref = token_logprobs(reference(seqs)[0] / temperature, seqs)
+        kls += ((logp - ref) * mask).sum(dim=1).tolist()
+    return kls
 
 
 def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
@@ -74,17 +116,24 @@ def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
     return (token_logprobs(logits, seqs) * mask).sum(dim=1).cpu()
 
 
-def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None) -> dict:
+def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None,
+                    temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
+    """Greedy answers (temperature 0), or `samples` sampled answers per problem; count = answers graded.
+    With a reference model and sampling, also the mean KL(model || reference) of the answers."""
     from groklm.data.synthetic import TASKS
 
-    records = TASKS[task].rl_prompts(n, split="test", seed=seed)
-    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens)
-    scores = [TASKS[task].verify(record, answer) for record, answer in zip(records, answers)]
+    records = TASKS[task].rl_prompts(n, split="test", seed=seed) * (samples if temperature > 0 else 1)
+    prompts, replies = answer_ids(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, temperature, seed)
+    scores = [TASKS[task].verify(record, reply_text(tokenizer, reply)) for record, reply in zip(records, replies)]
     if progress:
-        progress.update(len(records))
+        progress.update(n)
     correct = sum(s >= 1.0 for s in scores)
-    return {"kind": "generate", "count": len(scores), "correct": correct,
-            "accuracy": correct / len(scores), "mean_score": sum(scores) / len(scores)}
+    result = {"kind": "generate" if temperature == 0 else "sample", "temperature": temperature, "count": len(scores),
+              "correct": correct, "accuracy": correct / len(scores), "mean_score": sum(scores) / len(scores)}
+    if reference is not None and temperature > 0:
+        kls = answer_kl(model, reference, prompts, replies, temperature)
+        result["kl"] = sum(kls) / len(kls)
+    return result
 
 
 def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) -> dict:
@@ -102,8 +151,13 @@ def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) 
             "accuracy": correct / count, "mean_score": right_prob / count}
 
 
-def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new_tokens: int = 64, progress: bool = False) -> dict:
-    """{task: {"kind", "count", "correct", "accuracy", "mean_score"}} for a loaded model."""
+def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new_tokens: int = 64, progress: bool = False,
+                   temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
+    """{task: {"kind", "count", "correct", "accuracy", "mean_score"}} for a loaded model.
+    temperature > 0: generation tasks sample `samples` answers per problem (multiple choice is
+    unchanged), and with a `reference` model also report the answers' mean KL to it ("kl")."""
+    if temperature < 0 or samples < 1:
+        raise ConfigError(f"temperature must be >= 0 and samples >= 1; got {temperature} and {samples}")
     from tqdm import tqdm
 
     names = parse_tasks(tasks)
@@ -113,27 +167,40 @@ def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new
             if name.endswith(CHOICE_SUFFIX):
                 results[name] = eval_choices(model, tokenizer, name[: -len(CHOICE_SUFFIX)], n, seed, bar)
             else:
-                results[name] = eval_generation(model, tokenizer, name, n, seed, max_new_tokens, bar)
+                results[name] = eval_generation(model, tokenizer, name, n, seed, max_new_tokens, bar, temperature, samples,
+                                                reference)
     return results
 
 
-def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "cpu",
-                 max_new_tokens: int = 64, progress: bool = False) -> dict:
-    """Load a run and evaluate it: {"run", "n", "seed", "tasks": {task: result}}."""
+def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "cpu", max_new_tokens: int = 64,
+                 progress: bool = False, temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
+    """Load a run and evaluate it: {"run", "n", "seed", "temperature", "samples", "tasks": {task: result}}.
+    reference: another run (e.g. the SFT model an aligned run started from) to measure the sampled
+    answers' KL against."""
     import groklm
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     model, tokenizer = groklm.load(run, device=device)
-    results = evaluate_model(model, tokenizer, tasks, n, seed, max_new_tokens, progress)
-    return {"run": str(run), "n": n, "seed": seed, "tasks": results}
+    ref_model = None
+    if reference is not None:
+        ref_model, ref_tokenizer = groklm.load(reference, device=device)
+        if ref_tokenizer.vocab_size != tokenizer.vocab_size or ref_tokenizer.special_tokens != tokenizer.special_tokens:
+            raise ConfigError(f"--reference {reference} has another tokenizer than {run}; a KL between them compares "
+                              "different token sequences (use the run this one was fine-tuned from)")
+    results = evaluate_model(model, tokenizer, tasks, n, seed, max_new_tokens, progress, temperature, samples, ref_model)
+    samples = samples if temperature > 0 else 1
+    return {"run": str(run), "n": n, "seed": seed, "temperature": temperature, "samples": samples, "tasks": results}
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['run']} (test split, seed {report['seed']})",
-             f"{'task':<16} {'kind':<9} {'count':>6} {'accuracy':>9} {'mean score':>11}"]
+    how = f"{report['samples']} sampled answer(s) per problem at temperature {report['temperature']:g}" if report.get("temperature") else "greedy"
+    lines = [f"{report['run']} (test split, seed {report['seed']}, {how})",
+             f"{'task':<16} {'kind':<9} {'count':>6} {'accuracy':>9} {'mean score':>11}"
+             + (f" {'KL (nats)':>9}" if any("kl" in r for r in report["tasks"].values()) else "")]
     for name, r in report["tasks"].items():
-        lines.append(f"{name:<16} {r['kind']:<9} {r['count']:>6} {r['accuracy']:>8.1%} {r['mean_score']:>11.3f}")
+        kl = f" {r['kl']:>9.3f}" if "kl" in r else ""
+        lines.append(f"{name:<16} {r['kind']:<9} {r['count']:>6} {r['accuracy']:>8.1%} {r['mean_score']:>11.3f}{kl}")
     return "\n".join(lines)
 
 
@@ -145,14 +212,19 @@ def register(subparsers) -> None:
         "eval",
         help="accuracy of a run on the synthetic tasks (test split)",
         description="Evaluate RUN on test problems of the synthetic tasks. NAME: the model answers "
-        "(greedy) and the task's verifier grades it. NAME:mc: multiple choice by the log-likelihood "
-        "of each option. all / all:mc: every task.",
+        "(greedy, or sampled with --temperature) and the task's verifier grades it. NAME:mc: multiple "
+        "choice by the log-likelihood of each option. all / all:mc: every task.",
     )
     parser.add_argument("run", metavar="RUN", help="run directory to evaluate")
     parser.add_argument("--tasks", default="all", metavar="NAME[,NAME]", help="tasks, e.g. arithmetic,spam:mc (default all)")
     parser.add_argument("--n", type=int, default=100, help="problems per task (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="which test problems (default 0)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="0: greedy answers (default); > 0: sample --samples answers per problem and report "
+                        "their mean accuracy and expected score")
+    parser.add_argument("--samples", type=int, default=4, help="sampled answers per problem when --temperature > 0 (default 4)")
+    parser.add_argument("--reference", metavar="RUN", help="with --temperature: also the KL of the sampled answers to this run's model")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_eval)
@@ -160,5 +232,6 @@ def register(subparsers) -> None:
 
 def run_eval(args) -> None:
     report = evaluate_run(Path(args.run), args.tasks, args.n, args.seed, args.device, args.max_new_tokens,
-                          progress=not args.json and sys.stderr.isatty())
+                          progress=not args.json and sys.stderr.isatty(), temperature=args.temperature, samples=args.samples,
+                          reference=args.reference)
     print(json.dumps(report) if args.json else format_table(report))

@@ -45,6 +45,7 @@ def sft(
     val_data=None,
     skip_bad_lines: bool = False,
     synthetic_n: int = 1000,
+    synthetic_chatty: float = 0.0,
 ) -> Path:
     """Fine-tune the model of `base_run` on chats into the new run directory `out_dir`.
 
@@ -52,7 +53,10 @@ def sft(
     of {"messages": [...]} records. val_data: the same kinds, for val_loss (default: hold out
     5% of data; the synthetic tasks' test split for synthetic data). overrides: {key: value}
     for TrainConfig fields (and dropout). resume: continue `out_dir` exactly; base_run is then
-    not needed, and data may be None (the saved data). synthetic_n: training chats per synthetic task.
+    not needed, and data may be None (the saved data). synthetic_n: training chats per synthetic task;
+    synthetic_chatty: the share of synthetic demonstrations written in a wordier style than the
+    task asks for (see groklm.data.synthetic; the speedrun uses it so that alignment has a
+    behaviour to fix).
     Returns the run directory.
     """
     from groklm.model import GPT, GPTConfig
@@ -76,6 +80,7 @@ def sft(
         val_data = val_data if val_data is not None else saved_data.get("val")
         skip_bad_lines = skip_bad_lines or saved_data.get("skip_bad_lines", False)
         synthetic_n = saved_data.get("synthetic_n", synthetic_n)
+        synthetic_chatty = saved_data.get("synthetic_chatty", synthetic_chatty)
         model_cfg, train_cfg = resolve_config(saved, overrides or {}, saved["train"])
         tokenizer = load_tokenizer(out / TOKENIZER_DIR)
     else:
@@ -85,7 +90,7 @@ def sft(
     model_cfg = GPTConfig.from_dict(model_cfg)
     check_tokenizer(tokenizer, model_cfg.vocab_size, base)
     train_rows, val_rows, data_info = build_rows(
-        tokenizer, data, val_data, model_cfg.block_size, train_cfg.seed, skip_bad_lines, synthetic_n)
+        tokenizer, data, val_data, model_cfg.block_size, train_cfg.seed, skip_bad_lines, synthetic_n, synthetic_chatty)
     data_info["skip_bad_lines"] = skip_bad_lines
 
     dist = Distributed.from_env()
@@ -185,7 +190,7 @@ def write_run_dir(out: Path, base: Path, model_cfg, train_cfg: TrainConfig, data
 # ---- data -------------------------------------------------------------------------------------
 
 
-def load_records(data, skip_bad_lines: bool, split: str, synthetic_n: int) -> tuple[list, str]:
+def load_records(data, skip_bad_lines: bool, split: str, synthetic_n: int, synthetic_chatty: float = 0.0) -> tuple[list, str]:
     """(records, how config.json names them) for a file, a synthetic spec or a list."""
     if isinstance(data, (list, tuple)):
         return list(data), IN_MEMORY
@@ -200,7 +205,7 @@ def load_records(data, skip_bad_lines: bool, split: str, synthetic_n: int) -> tu
         names = spec.partition(":")[2]
         tasks = [t.strip() for t in names.split(",") if t.strip()] if names else None
         n = synthetic_n if split == "train" else max(1, synthetic_n // 5)  # as `groklm data synth` splits
-        return make_sft(tasks, n, split), spec
+        return make_sft(tasks, n, split, chatty=synthetic_chatty), spec
     from groklm.data.chat_data import load_sft_jsonl
 
     return load_sft_jsonl(spec, skip_bad_lines=skip_bad_lines), str(Path(spec).resolve())
@@ -242,17 +247,18 @@ def make_examples(tokenizer, records: list, block_size: int, source: str, skip_b
     return examples, truncated
 
 
-def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: bool, synthetic_n: int):
+def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: bool, synthetic_n: int,
+               synthetic_chatty: float = 0.0):
     """(train rows, val rows, what config.json records about the data)."""
     from groklm.train.packing import pack
 
-    records, spec = load_records(data, skip_bad, "train", synthetic_n)
+    records, spec = load_records(data, skip_bad, "train", synthetic_n, synthetic_chatty)
     records = list(records)
     random.Random(f"sft/{seed}").shuffle(records)  # packing order must not follow the file's order
     if val_data is not None:
-        val_records, val_spec = load_records(val_data, skip_bad, "test", synthetic_n)
+        val_records, val_spec = load_records(val_data, skip_bad, "test", synthetic_n, synthetic_chatty)
     elif spec.startswith(SYNTHETIC):
-        val_records, val_spec = load_records(spec, skip_bad, "test", synthetic_n)
+        val_records, val_spec = load_records(spec, skip_bad, "test", synthetic_n, synthetic_chatty)
     else:
         if len(records) < 2:
             raise DataError(f"{spec}: {len(records)} conversation(s); need 2 or more to hold one out for "
@@ -265,7 +271,7 @@ def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: 
     train_rows, val_rows = pack(examples, block_size, pad), pack(val_examples, block_size, pad)
     info = {"train": spec, "val": val_spec, "conversations": len(examples), "val_conversations": len(val_examples),
             "rows": len(train_rows), "fill": round(train_rows.fill, 4), "truncated": truncated,
-            "synthetic_n": synthetic_n}
+            "synthetic_n": synthetic_n, "synthetic_chatty": synthetic_chatty}
     return train_rows, val_rows, info
 
 
@@ -308,6 +314,9 @@ def register(subparsers) -> None:
     parser.add_argument("--val", metavar="FILE.jsonl", help="validation chats (default: hold out 5%% of --data)")
     parser.add_argument("--out", required=True, metavar="RUN2", help="the new run directory")
     parser.add_argument("--synthetic-n", type=int, default=1000, metavar="N", help="training chats per synthetic task (default 1000)")
+    parser.add_argument("--synthetic-chatty", type=float, default=0.0, metavar="SHARE",
+                        help="share of synthetic demonstrations answered in a wordier style than the task asks "
+                        "for, in [0, 1] (default 0; the speedrun uses 0.3)")
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records (with a warning) instead of stopping")
     add_training_arguments(parser)
     parser.set_defaults(func=run_sft)
@@ -321,6 +330,6 @@ def run_sft(args) -> None:
         raise ConfigError(f"--synthetic-n must be at least 1, got {args.synthetic_n}")
     run = sft(args.run, args.data, args.out, parse_set_args(args.overrides), resume=args.resume,
               progress=not args.no_progress, val_data=args.val, skip_bad_lines=args.skip_bad_lines,
-              synthetic_n=args.synthetic_n)
+              synthetic_n=args.synthetic_n, synthetic_chatty=args.synthetic_chatty)
     if int(os.environ.get("RANK", 0)) == 0:
         print_summary(run)
