@@ -53,13 +53,16 @@ def parse_tasks(spec: str | list[str]) -> list[str]:
 def answer_ids(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64,
                temperature: float = 0.0, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
     """(prompt ids, reply ids) for each conversation, answered side by side by the engine: greedy,
-    or sampled at `temperature` with answer seeds drawn from `seed`. A reply keeps its stop token."""
+    or sampled at `temperature` with answer seeds drawn from `seed`. A reply keeps its stop token.
+    A prompt is cut to the last block_size - max_new_tokens tokens, the context the reply was
+    sampled from (so a KL computed on these ids sees what the sampler saw)."""
     import torch
 
     from groklm.tokenizer.chat import render_prompt
     from groklm.train.rollout import sample_responses
 
-    prompts = [render_prompt(tokenizer, m) for m in conversations]
+    keep = max(1, model.config.block_size - max_new_tokens)
+    prompts = [render_prompt(tokenizer, m)[-keep:] for m in conversations]
     replies = sample_responses(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
                                generator=torch.Generator().manual_seed(seed))
     return prompts, replies
