@@ -178,8 +178,8 @@ def speedrun(
         stages["ppo"] = {**_ppo_figures(run), "dir": str(run), "plot": str(run / "reward_kl.png")}
 
     with _stage("eval", stages):
-        evals = _evaluate(out, eval_n)
-        sampled = _evaluate_sampled(out, eval_n)
+        evals = _evaluate(out, eval_n, ("base", *CHAT_STAGES))
+        sampled = _evaluate(out, eval_n, CHAT_STAGES, temperature=1.0)
         conversations = _conversations(out)
 
     report = {"stages": stages, "evals": evals, "sampled_evals": sampled, "targeted": _targeted(sampled),
@@ -265,31 +265,20 @@ def _ppo_figures(run: Path) -> dict:
             "score_end": mean(records[-tenth:], "score"), "kl_end": mean(records[-tenth:], "kl")}
 
 
-def _evaluate(out: Path, n: int) -> dict[str, dict]:
-    """Greedy accuracy per task of every stage's model, on the same held-out test problems."""
+def _evaluate(out: Path, n: int, stages: tuple[str, ...], temperature: float = 0.0) -> dict[str, dict]:
+    """Per stage and task, on the same held-out test problems: accuracy, mean verifier score and
+    count of greedy replies, or (temperature > 0) of SAMPLES_PER_PROBLEM sampled replies per
+    problem, with the aligned stages' KL from the SFT model."""
     from groklm.eval.harness import evaluate_run
 
     evals = {}
-    for stage in ("base", *CHAT_STAGES):
-        result = evaluate_run(out / stage, tasks=EVAL_TASKS, n=n, seed=0)
-        evals[stage] = {task: {"accuracy": r["accuracy"], "mean_score": r["mean_score"], "count": r["count"]}
+    for stage in stages:
+        reference = out / "sft" if temperature > 0 and stage != "sft" else None
+        result = evaluate_run(out / stage, tasks=EVAL_TASKS, n=n, seed=0, temperature=temperature,
+                              samples=SAMPLES_PER_PROBLEM, reference=reference)
+        evals[stage] = {task: {key: r[key] for key in ("accuracy", "mean_score", "count", "kl") if key in r}
                         for task, r in result["tasks"].items()}
     return evals
-
-
-def _evaluate_sampled(out: Path, n: int) -> dict[str, dict]:
-    """Per task and chat stage: replies sampled at temperature 1 (SAMPLES_PER_PROBLEM per test
-    problem), their accuracy and mean verifier score, and (DPO, PPO) their KL from the SFT model."""
-    from groklm.eval.harness import evaluate_run
-
-    sampled = {}
-    for stage in CHAT_STAGES:
-        reference = out / "sft" if stage != "sft" else None
-        result = evaluate_run(out / stage, tasks=EVAL_TASKS, n=n, seed=0, temperature=1.0,
-                              samples=SAMPLES_PER_PROBLEM, reference=reference)
-        sampled[stage] = {task: {key: r[key] for key in ("accuracy", "mean_score", "count", "kl") if key in r}
-                          for task, r in result["tasks"].items()}
-    return sampled
 
 
 def _targeted(sampled: dict[str, dict]) -> dict:
@@ -336,7 +325,8 @@ def eval_table(report: dict, key: str = "evals", field: str = "accuracy") -> str
     for stage, results in evals.items():
         values = [results[t][field] for t in tasks]
         mean = sum(values) / len(values)
-        lines.append(f"| {stage} | " + " | ".join(cell(v) for v in values) + f" | {f'{100 * mean:.1f}%' if percent else f'{mean:.3f}'} |")
+        mean_cell = f"{100 * mean:.1f}%" if percent else f"{mean:.3f}"
+        lines.append(f"| {stage} | " + " | ".join(cell(v) for v in values) + f" | {mean_cell} |")
     return "\n".join(lines)
 
 
