@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from groklm.compare import size_model  # noqa: E402
+from groklm.experiments.compare import size_model  # noqa: E402
 from groklm.model.arch import build_model, make_config  # noqa: E402
 from groklm.model.rnn import ElmanRNN  # noqa: E402
 from groklm.train.loop import param_groups  # noqa: E402

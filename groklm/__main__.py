@@ -1,6 +1,6 @@
 """`python -m groklm ...` (what torchrun launches) is the same CLI as `groklm ...`."""
 
-from groklm.cli import main
+from groklm.cli.main import main
 
 if __name__ == "__main__":
     main()

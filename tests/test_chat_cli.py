@@ -51,15 +51,15 @@ def test_long_conversations_drop_the_oldest_turns_but_keep_the_system(tokenizer)
 
 
 def test_chat_command_reads_piped_stdin(tmp_path, monkeypatch, capsys):
-    import groklm.cli
+    import groklm.cli.main
 
     run = make_run(tmp_path / "run", block_size=128)
     replies = []
     for _ in range(2):
         monkeypatch.setattr("sys.stdin", io.StringIO("hello\nhow are you?\n/quit\n"))
-        groklm.cli.main(["chat", str(run), "--system", "Be kind.", "--seed", "3", "--max-new-tokens", "6"])
+        groklm.cli.main.main(["chat", str(run), "--system", "Be kind.", "--seed", "3", "--max-new-tokens", "6"])
         replies.append(capsys.readouterr().out)
     assert replies[0] == replies[1] and replies[0].count("\n") >= 2  # seeded: the same replies
     with pytest.raises(SystemExit):
-        groklm.cli.main(["chat", str(run), "--temperature", "-1"])
+        groklm.cli.main.main(["chat", str(run), "--temperature", "-1"])
     assert "temperature" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from groklm.cli import main
-from groklm.compare import WIDTH_STEP, count_params, loss_at, loss_by_position, size_model, split_settings
+from groklm.cli.main import main
+from groklm.experiments.compare import WIDTH_STEP, count_params, loss_at, loss_by_position, size_model, split_settings
 from groklm.errors import ConfigError
 
 
@@ -88,7 +88,7 @@ def test_loss_by_position_averages_to_the_models_own_loss():
     import numpy as np
     import torch
 
-    from groklm.compare import HELD_OUT_WINDOWS
+    from groklm.experiments.compare import HELD_OUT_WINDOWS
     from groklm.data.shards import get_batch
     from groklm.model import RecurrentLM, RNNConfig
 
@@ -103,7 +103,7 @@ def test_loss_by_position_averages_to_the_models_own_loss():
 
 
 def test_bad_compare_settings_are_clear_errors(data, tmp_path):
-    from groklm.compare import compare
+    from groklm.experiments.compare import compare
 
     with pytest.raises(ConfigError, match="--models takes names"):
         compare(data, 1000, 1, tmp_path / "a", ["gpt", "transformer"])

@@ -13,7 +13,7 @@ from apps_helpers import spam_run, traces  # noqa: F401
 
 from groklm.apps.distill import LABELS_FILE, Student, distill
 from groklm.apps.structured import classify
-from groklm.cli import main
+from groklm.cli.main import main
 from groklm.data.synthetic import TASKS
 from groklm.errors import CheckpointError, ConfigError, DataError
 

@@ -151,14 +151,14 @@ def test_every_task_runs_on_a_tiny_model(tmp_path):
 
 
 def test_eval_command(tmp_path, monkeypatch, capsys):
-    import groklm.cli
+    import groklm.cli.main
 
     run = make_run(tmp_path / "run", block_size=256)
-    groklm.cli.main(["eval", str(run), "--tasks", "spam,arithmetic:mc", "--n", "3", "--max-new-tokens", "3", "--json"])
+    groklm.cli.main.main(["eval", str(run), "--tasks", "spam,arithmetic:mc", "--n", "3", "--max-new-tokens", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3 and [r["count"] for r in report["tasks"].values()] == [3, 3]
-    groklm.cli.main(["eval", str(run), "--tasks", "spam", "--n", "1", "--max-new-tokens", "2"])
+    groklm.cli.main.main(["eval", str(run), "--tasks", "spam", "--n", "1", "--max-new-tokens", "2"])
     assert "spam" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        groklm.cli.main(["eval", str(run), "--tasks", "nope"])
+        groklm.cli.main.main(["eval", str(run), "--tasks", "nope"])
     assert "unknown task" in capsys.readouterr().err

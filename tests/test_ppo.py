@@ -166,7 +166,7 @@ def test_resume_continues_exactly(source, tmp_path):
 
 
 def test_ppo_command_with_a_prompts_file(source, tmp_path, monkeypatch, capsys):
-    import groklm.cli
+    import groklm.cli.main
     import groklm.train.ppo as ppo
 
     prompts = tmp_path / "prompts.jsonl"
@@ -174,7 +174,7 @@ def test_ppo_command_with_a_prompts_file(source, tmp_path, monkeypatch, capsys):
     # The CLI's reward is a verifier or a reward model; here a stand-in for the verifier.
     monkeypatch.setattr(ppo, "make_reward", lambda spec, device: starts_with_a)
     out = tmp_path / "cli"
-    groklm.cli.main(["ppo", str(source), "--prompts", str(prompts), "--out", str(out), "--algo", "grpo",
+    groklm.cli.main.main(["ppo", str(source), "--prompts", str(prompts), "--out", str(out), "--algo", "grpo",
                      "--kl-coef", "0.1", "--no-progress", "--set", "max_iters=2", "prompts_per_step=2",
                      "group_size=2", "max_new_tokens=2", "device=cpu"])
     assert "step 2, reward" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from test_rag_load import write_pdf
 
 import groklm.apps.rag.embed as embed_module
 from groklm.apps.backends import OpenAIBackend
-from groklm.cli import main
+from groklm.cli.main import main
 
 
 @pytest.fixture(scope="module", autouse=True)

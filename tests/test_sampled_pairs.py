@@ -32,10 +32,10 @@ def test_pairs_reject_wrong_samples_and_choose_right_ones(run):
 
 
 def test_pairs_command_writes_preferences_that_dpo_reads(run, tmp_path, capsys):
-    import groklm.cli
+    import groklm.cli.main
 
     out = tmp_path / "pairs.jsonl"
-    groklm.cli.main(["data", "pairs", str(run), "--out", str(out), "--tasks", "spam", "--n", "4", "--samples", "2"])
+    groklm.cli.main.main(["data", "pairs", str(run), "--out", str(out), "--tasks", "spam", "--n", "4", "--samples", "2"])
     assert "pairs" in capsys.readouterr().out
     pairs = load_preferences_jsonl(out)
     assert 1 <= len(pairs) <= 4 and all(p["rejected"] != p["chosen"] for p in pairs)

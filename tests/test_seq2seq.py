@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from groklm.cli import main
+from groklm.cli.main import main
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model.seq2seq import (BOS, EOS, FIRST_SYMBOL, Seq2Seq, Seq2SeqConfig, TaskConfig, exact_match_by_length,
                                   make_batch, symbol_names, transduce)

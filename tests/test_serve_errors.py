@@ -251,7 +251,7 @@ def test_a_server_bug_is_a_generic_500_without_details():
 
 
 def test_the_server_binds_loopback_by_default():
-    from groklm.cli import build_parser
+    from groklm.cli.main import build_parser
 
     args = build_parser().parse_args(["serve", "some/run"])
     assert args.host == "127.0.0.1" and args.port == 8000

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from groklm.cli import main
+from groklm.cli.main import main
 from groklm.data import synthetic
 from groklm.data.chat_data import load_jsonl, load_preferences_jsonl, load_sft_jsonl
 from groklm.data.synthetic import TASKS, calculator, format_call, parse_call, run_tool, split_of, verify

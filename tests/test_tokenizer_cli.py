@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import groklm.cli as cli
+import groklm.cli.main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The dog sat on the log.\nCafé crème, 日本語, 🙂.\n" * 200

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from groklm.errors import ConfigError, GroklmError
 from groklm.infer.constrain import Grammar, GrammarState
-from groklm.infer.kv_cache import KVCache
+from groklm.model.kv_cache import KVCache
 from groklm.infer.sampling import sample_next
 from groklm.tokenizer.chat import stop_ids
 

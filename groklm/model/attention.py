@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from groklm.model.config import GPTConfig
 
 if TYPE_CHECKING:
-    from groklm.infer.kv_cache import LayerCache
+    from groklm.model.kv_cache import LayerCache
 
 
 class RotaryEmbedding(nn.Module):
@@ -78,7 +78,7 @@ class CausalSelfAttention(nn.Module):
 
         mask: None for plain causal attention, or a (B, 1, T, T) boolean "may attend" matrix
         (causal and block-diagonal when several documents are packed into one row).
-        cache: during generation, the KV cache of this layer (groklm.infer.kv_cache): x holds
+        cache: during generation, the KV cache of this layer (groklm.model.kv_cache): x holds
         only the new tokens, at `positions`; they attend over everything cached before them."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(

@@ -22,7 +22,7 @@ from groklm.model.config import GPTConfig
 from groklm.model.moe import MoE, moe_aux_loss
 
 if TYPE_CHECKING:
-    from groklm.infer.kv_cache import KVCache
+    from groklm.model.kv_cache import KVCache
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (e.g. prompt tokens in SFT)
 

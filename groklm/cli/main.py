@@ -30,8 +30,8 @@ COMMAND_MODULES = [
     "groklm.apps.rag.commands",
     "groklm.apps.commands",
     "groklm.apps.distill",
-    "groklm.speedrun",
-    "groklm.compare",
+    "groklm.experiments.speedrun",
+    "groklm.experiments.compare",
     "groklm.train.seq2seq",
 ]
 
