@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from schemas import SUITE, build_model_run  # noqa: E402
 
-from groklm.infer.schema_regex import schema_regex  # noqa: E402
 from groklm.infer import constrain  # noqa: E402
 from groklm.infer.engine import Engine, SamplingParams  # noqa: E402
+from groklm.infer.schema_regex import schema_regex  # noqa: E402
 from groklm.tokenizer.chat import render_prompt  # noqa: E402
 
 os.environ.setdefault("GROKLM_TRACES", "off")

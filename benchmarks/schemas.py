@@ -189,9 +189,10 @@ def build_model_run(directory: Path, block_size: int = 1024, vocab_size: int = 4
     """A random-init GPT of the speedrun's shape with a BPE vocabulary learned from the
     synthetic chat tasks and some of the standard library's source (as the speedrun's is)."""
     from groklm.data.sources import pystdlib_files
-    from groklm.data.synthetic import make_sft
     from groklm.model import GPT, GPTConfig
-    from groklm.rundir import save_weights, write_json
+    from groklm.model.weights import save_weights
+    from groklm.rundir import write_json
+    from groklm.tasks import make_sft
     from groklm.tokenizer import Tokenizer
 
     chats = "\n".join(m["content"] for r in make_sft(n_per_task=200) for m in r["messages"])
@@ -227,7 +228,7 @@ class Extracted(BaseModel):
 def extract_task(backend, n: int) -> dict:
     """The synthetic extract task's held-out prompts, in the format the SFT model learned:
     valid and exactly right, without and with the grammar."""
-    from groklm.data.synthetic import TASKS
+    from groklm.tasks import TASKS
 
     counts = {"unconstrained_valid": 0, "unconstrained_correct": 0, "grammar_valid": 0, "grammar_correct": 0}
     records = TASKS["extract"].rl_prompts(n, "test", 0)

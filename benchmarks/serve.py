@@ -34,7 +34,8 @@ import torch
 from tqdm import tqdm
 
 from groklm.model import GPT, GPTConfig
-from groklm.rundir import save_weights, write_json
+from groklm.model.weights import save_weights
+from groklm.rundir import write_json
 from groklm.tokenizer.char import CharTokenizer
 
 SHAPE = dict(block_size=512, n_layer=4, n_head=4, n_embd=128)  # the speedrun's model

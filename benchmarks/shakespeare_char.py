@@ -59,8 +59,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from groklm.data.shards import prepare
     from groklm.data.sources import shakespeare_file
-    from groklm.train.pretrain import pretrain
     from groklm.train.plots import read_metrics
+    from groklm.train.pretrain import pretrain
 
     shared = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
     text = shakespeare_file(args.path or (shared if shared.is_file() else None), download=False)

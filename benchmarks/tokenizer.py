@@ -23,6 +23,7 @@ import os
 import sys
 import sysconfig
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,7 +76,7 @@ def throughput(encoders: dict, text: str, rounds: int) -> dict[str, float]:
     best = {name: float("inf") for name in encoders}
     for _ in range(rounds):
         for name, fn in encoders.items():
-            best[name] = min(best[name], timed(lambda: fn(text))[1])
+            best[name] = min(best[name], timed(partial(fn, text))[1])
     mb = len(text.encode()) / 1e6
     return {name: round(mb / seconds, 2) for name, seconds in best.items()}
 

@@ -86,7 +86,7 @@ def main() -> None:
     data = torch.randint(0, SHAPE["vocab_size"], (args.steps, B, T + 1))
     batches = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
 
-    for name, (model, loss_fn, opt) in models.items():  # warm up: allocator, kernels, caches
+    for model, loss_fn, opt in models.values():  # warm up: allocator, kernels, caches
         model.train()
         timed_steps(model, loss_fn, opt, batches[:2])
     seconds = {name: [] for name in models}

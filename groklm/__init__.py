@@ -3,7 +3,9 @@
     import groklm
     model, tokenizer = groklm.load("runs/tiny")
 
-Submodules follow the life of a model: tokenizer -> data -> model -> train -> infer -> serve -> apps.
+Submodules follow the life of a model: tokenizer -> data -> model -> train -> infer -> serve -> apps
+(docs/architecture.md has the layers). `import groklm` loads nothing heavy: `load` imports the
+model code (and torch) when it is called.
 """
 
 from __future__ import annotations
@@ -15,10 +17,7 @@ __version__ = "0.1.0"
 
 def load(run_dir: str | Path, device: str = "cpu"):
     """Load a run directory's model (in eval mode: a GPT, or an RNN/LSTM/GRU for such runs) and
-    tokenizer: `(model, tokenizer)`."""
-    from groklm.model import load_model
-    from groklm.rundir import TOKENIZER_DIR
-    from groklm.tokenizer import load_tokenizer
+    tokenizer: `(model, tokenizer)`. See groklm.runs.load."""
+    from groklm.runs import load as load_run  # deferred: `import groklm` stays light
 
-    model = load_model(run_dir, device=device)
-    return model, load_tokenizer(Path(run_dir) / TOKENIZER_DIR)
+    return load_run(run_dir, device)

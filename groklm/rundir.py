@@ -1,12 +1,28 @@
 """The run directory: the one contract every stage reads and writes.
 
     RUN/
-      config.json          {"model": {...GPTConfig...}, "train": {...}, "stage": "pretrain", ...}
+      config.json          what the run is (the schema below)
       model.safetensors    the weights (safetensors: no pickle, safe to load from anyone)
       tokenizer/           the tokenizer files
       metrics.jsonl        one JSON object per log step
       checkpoint/          optimizer + RNG + data position, for exact resume
       *.png, report.md     plots and a human summary
+
+config.json has one schema for every stage:
+
+    {"stage":  "pretrain" | "sft" | "reward" | "dpo" | "ppo" | "grpo" | "seq2seq" | "distill" | "import",
+     "parent": the run directory this run started from (absolute), or null,
+     "arch":   "gpt" | "rnn" | "lstm" | "gru" | "reward" | "seq2seq" | "encoder-classifier",
+     "model":  the model config (its shape),
+     "train":  the TrainConfig (absent for an import),
+     "data":   what it was trained on (files, synthetic specs, counts),
+     "<stage>": settings of that stage alone, when it has any ("pretrain": {"preset"}, "reward":
+                {"margin"}, "dpo": {"beta", ...}, "rl": the RLConfig, "distill": {"teacher", ...},
+                "import": {"format", "path", "model_type"})}
+
+Runs written before this schema still load: `read_config` renames their keys (`base_run` and
+a path `source` become `parent`; an import's `source` becomes its "import" section; top-level
+stage settings move into their sections), so every reader sees the schema above.
 
 Every write here is atomic: write a temporary file in the same directory, fsync, then
 `os.replace` it over the target. A crash mid-write leaves the previous good file intact.
@@ -16,18 +32,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from groklm.errors import CheckpointError
+from groklm.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
+
+STAGES = ("pretrain", "sft", "reward", "dpo", "ppo", "grpo", "seq2seq", "distill", "import")
+# Settings that runs written before the one schema kept at the top level: {key: its section}.
+OLD_SECTION_KEYS = {
+    "preset": "pretrain",
+    "student": "distill", "labels": "distill", "max_length": "distill", "teacher": "distill", "instructions": "distill",
+}
+OLD_DATA_KEYS = ("task", "reward", "prompts")  # seq2seq's task, RL's reward and prompts: now under "data"
 
 
 @contextmanager
@@ -72,31 +97,90 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     config = read_json(run_dir / CONFIG_FILE)
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has no 'model' section: not a groklm run")
+    return normalise_config(config)
+
+
+def normalise_config(config: dict) -> dict:
+    """A config.json of any age in the one schema (see the top of this module)."""
+    config = dict(config)
+    if "base_run" in config:  # SFT, reward and DPO runs
+        config.setdefault("parent", config.pop("base_run"))
+    source = config.pop("source", None)
+    if isinstance(source, dict):  # an import: where the weights came from
+        config.setdefault("import", source)
+    elif source is not None:  # an RL run: the run it started from
+        config.setdefault("parent", source)
+    config.setdefault("parent", None)
+    config.setdefault("arch", "gpt")
+    for key, section in OLD_SECTION_KEYS.items():
+        if key in config:
+            config[section] = {**config.get(section, {}), key: config.pop(key)}
+    for key in OLD_DATA_KEYS:
+        # (a reward run's own "reward" section, {"margin": ...}, is its settings: it stays)
+        if key in config and not (key == "reward" and isinstance(config[key], dict)):
+            config["data"] = {**config.get("data", {}), key: config.pop(key)}
     return config
 
 
-def save_weights(model, path: str | os.PathLike) -> None:
-    """Save a module's weights as safetensors, atomically (tied weights are stored once)."""
-    from safetensors.torch import save_model
+class RunDir:
+    """A run directory: its files' paths, and the rules for starting, resuming and describing one."""
 
-    with atomic_path(path) as tmp:
-        save_model(model, str(tmp))
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
 
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
-def load_weights(model, path: str | os.PathLike) -> None:
-    """Load safetensors weights into `model`, strictly: every tensor must match by name and shape."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is corrupt or does not fit the model: {error}") from error
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the model config: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / TOKENIZER_DIR
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    def holds_run(self) -> bool:
+        """A config or a checkpoint: something a fresh run would overwrite."""
+        return self.config_path.exists() or (self.path / CHECKPOINT_DIR).exists()
+
+    def check_fresh(self, remedy: str = "pass --resume to continue it, or choose another --out") -> None:
+        """Refuse to start a new run where one already is: its weights and checkpoint would be lost."""
+        if self.holds_run():
+            raise ConfigError(f"{self.path} already holds a run; {remedy}")
+
+    def read_config(self) -> dict:
+        return read_config(self.path)
+
+    def write_config(self, stage: str, *, parent: str | os.PathLike | None, arch: str, model: dict,
+                     train: dict | None, data: dict | None, **sections: dict) -> dict:
+        """Write config.json in the one schema; returns what was written. `sections` are the
+        stage's own settings ({"dpo": {"beta": ...}})."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        config = {"stage": stage, "parent": str(Path(parent).resolve()) if parent is not None else None,
+                  "arch": arch, "model": model}
+        if train is not None:
+            config["train"] = train
+        config["data"] = data or {}
+        config.update(sections)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.config_path, config)
+        return config
+
+    def copy_tokenizer(self, source: str | os.PathLike) -> None:
+        """Copy a tokenizer into RUN/tokenizer/: a tokenizer folder, or the one file that is a
+        whole tokenizer (a Hugging Face tokenizer.json)."""
+        source = Path(source)
+        if source.is_dir():
+            shutil.copytree(source, self.tokenizer_dir, dirs_exist_ok=True)
+        else:
+            self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, self.tokenizer_dir / source.name)

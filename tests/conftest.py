@@ -1,9 +1,13 @@
-"""Shared test settings."""
+"""Shared test settings and the fixtures several test modules use (pytest finds them here without
+an import). Shared plain helpers live in tests/helpers/."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from helpers.preferences import easy_pairs, preference_base, write_pairs
 
 # Tests never write traces into the user's home directory (tests of tracing set their own file).
 os.environ["GROKLM_TRACES"] = "off"
@@ -16,3 +20,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def traces(tmp_path, monkeypatch):
+    """This test's spans go to its own file (never ~/.groklm), also from its subprocesses.
+
+    The apps test modules switch it on for every test with `pytestmark = pytest.mark.usefixtures("traces")`."""
+    # Imported here, not at the top: importing groklm.apps takes seconds, and every test session
+    # loads this file, most of them for tests that never trace.
+    from groklm.apps import tracing
+
+    path = tmp_path / "traces.sqlite"
+    monkeypatch.setenv(tracing.ENV_PATH, str(path))
+    monkeypatch.setattr(tracing, "_tracer", tracing.Tracer(path))
+    return tracing.get_tracer()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """The reward and DPO tests' starting run (helpers/preferences.py), built once per module."""
+    return preference_base(tmp_path_factory.mktemp("base") / "run")
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.jsonl, test.jsonl) of easy preference pairs for the reward and DPO tests."""
+    folder = tmp_path_factory.mktemp("pairs")
+    return write_pairs(folder / "train.jsonl", easy_pairs(400, seed=1)), write_pairs(folder / "test.jsonl", easy_pairs(64, seed=2))

@@ -11,15 +11,18 @@ import time
 from typing import Literal
 
 import pytest
-from apps_helpers import random_run, spam_server, traces  # noqa: F401
 from pydantic import Field
 
-from groklm import cli
 from groklm.apps.agent import Agent, parse_react
 from groklm.apps.backends import Backend, LocalBackend, OpenAIBackend, Reply, Usage
 from groklm.apps.tools import calculator
+from groklm.cli.main import main
 from groklm.errors import ConfigError
 from groklm.infer.tool_calls import ToolCall
+
+from helpers.apps import random_run, spam_server
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 
 class Scripted(Backend):
@@ -130,7 +133,7 @@ def add(a: int = Field(ge=0, le=50), b: int = Field(ge=0, le=50)) -> int:
     return a + b
 
 
-def test_native_loop_on_a_local_model_with_a_forced_first_call(traces):  # noqa: F811
+def test_native_loop_on_a_local_model_with_a_forced_first_call(traces):
     agent = Agent(LocalBackend(random_run()), [add], mode="native", tool_choice="required", max_steps=2, max_tokens=40)
     result = agent.run("What is 2 + 3?")
     call = result.steps[0].calls[0]
@@ -166,7 +169,7 @@ def test_native_loop_over_http_against_groklm_serve():
 
 
 def test_agent_command_prints_the_steps(capsys):
-    cli.main(["agent", "--backend", f"local:{random_run()}", "--mode", "react", "--max-steps", "2", "--max-tokens", "16",
+    main(["agent", "--backend", f"local:{random_run()}", "--mode", "react", "--max-steps", "2", "--max-tokens", "16",
               "What is 6 * 7?"])
     out = capsys.readouterr()
     assert "step 1" in out.out and "step 2" in out.out and "no answer (stopped: max_steps)" in out.out

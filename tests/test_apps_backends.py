@@ -9,7 +9,6 @@ import sys
 import httpx
 import pytest
 import torch
-from apps_helpers import random_hf_backend, random_run, spam_run, spam_server, traces  # noqa: F401
 
 from groklm.apps.backends import (
     BackendError,
@@ -20,6 +19,10 @@ from groklm.apps.backends import (
 )
 from groklm.errors import ConfigError
 from groklm.tokenizer.chat import render_prompt
+
+from helpers.apps import random_hf_backend, random_run, spam_run, spam_server
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 SPAM = [{"role": "user", "content": "Is this email spam? Answer spam or not spam.\n"
          "Congratulations Ann! You won a car. Click bit.ly/free to claim it now."}]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from apps_helpers import spam_questions, spam_run, traces  # noqa: F401
 from pydantic import BaseModel
 
-from groklm import cli
 from groklm.apps import evals
 from groklm.apps.backends import LocalBackend
 from groklm.apps.structured import classify
+from groklm.cli.main import main
 from groklm.errors import DataError
+
+from helpers.apps import spam_questions, spam_run
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 INSTRUCTION = "Is this email spam? Answer spam or not spam.\n{input}"
 
@@ -104,7 +107,7 @@ def test_llm_judge_scores_with_the_judges_probability(spam_cases):
 
 def test_evals_command_writes_the_report(tmp_path, spam_cases, capsys):
     data = write_jsonl(tmp_path / "cases.jsonl", spam_cases[:4])
-    cli.main(["evals", data, "--backend", f"local:{spam_run()}", "--prompt", INSTRUCTION.replace("\n", "\\n"),
+    main(["evals", data, "--backend", f"local:{spam_run()}", "--prompt", INSTRUCTION.replace("\n", "\\n"),
               "--prompt", "{input}", "--check", "exact", "--check", "contains", "--out", str(tmp_path / "out"),
               "--max-tokens", "8", "--no-progress"])
     out = capsys.readouterr().out
@@ -113,5 +116,5 @@ def test_evals_command_writes_the_report(tmp_path, spam_cases, capsys):
     assert report["checks"] == ["exact", "contains"] and [r["cases"] for r in report["runs"]] == [4, 4]
     assert report["runs"][0]["target"].endswith(INSTRUCTION)
     with pytest.raises(SystemExit):
-        cli.main(["evals", data, "--backend", f"local:{spam_run()}", "--check", "fuzzy"])
+        main(["evals", data, "--backend", f"local:{spam_run()}", "--check", "fuzzy"])
     assert "unknown check" in capsys.readouterr().err

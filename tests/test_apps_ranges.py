@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from apps_helpers import random_run, traces  # noqa: F401
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +17,10 @@ from groklm.infer.schema_regex import (
     number_pattern,
     schema_regex,
 )
+
+from helpers.apps import random_run
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 bounds = st.one_of(st.none(), st.integers(-5000, 5000))
 

@@ -9,12 +9,15 @@ from typing import Literal
 
 import httpx
 import pytest
-from apps_helpers import random_run, spam_questions, spam_run, spam_server, traces  # noqa: F401
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from groklm.apps.backends import LocalBackend, OpenAIBackend
 from groklm.apps.structured import ExtractionError, classify, extract, first_json
 from groklm.errors import ConfigError
+
+from helpers.apps import random_run, spam_questions, spam_run, spam_server
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 
 class Address(BaseModel):
@@ -45,7 +48,7 @@ def test_constrained_extraction_is_valid_on_the_first_attempt_even_for_a_random_
             [{"role": "user", "content": "Tell me about Ann."}])
 
 
-def test_validator_failures_are_re_asked_with_the_errors(backend, traces):  # noqa: F811
+def test_validator_failures_are_re_asked_with_the_errors(backend, traces):
     seen = []
 
     class Checked(BaseModel):

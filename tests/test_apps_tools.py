@@ -7,9 +7,7 @@ from enum import Enum
 from typing import Literal
 
 import pytest
-from apps_helpers import traces  # noqa: F401 (the autouse fixture)
 from pydantic import BaseModel, Field
-from test_rag_index import HashEmbedder, doc
 
 from groklm.apps.tools import (
     Tool,
@@ -21,6 +19,10 @@ from groklm.apps.tools import (
 )
 from groklm.calculator import evaluate
 from groklm.errors import ConfigError
+
+from helpers.rag import HashEmbedder, doc
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 
 class Unit(str, Enum):
@@ -124,7 +126,7 @@ def test_calculator_walks_the_tree_and_never_evals():
         result = tool.call({"expression": bad})
         assert not result.ok and says in result.content, (bad, result.content)
     # The synthetic tool task keeps its own, smaller language on the same evaluator.
-    from groklm.data.synthetic import calculator as task_calculator
+    from groklm.tasks.tool import calculate as task_calculator
 
     assert task_calculator("17*3") == "51" and task_calculator("7/2") == "error" and task_calculator("1.5+1") == "error"
     assert evaluate("17*3") == 51

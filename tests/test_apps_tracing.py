@@ -6,16 +6,19 @@ import json
 import sqlite3
 
 import pytest
-from apps_helpers import random_run, traces  # noqa: F401 (the autouse fixture)
 
-from groklm import cli
 from groklm.apps import tracing
 from groklm.apps.backends import LocalBackend
 from groklm.apps.tools import Tool, calculator
+from groklm.cli.main import main
 from groklm.errors import ConfigError
 
+from helpers.apps import random_run
 
-def test_spans_nest_and_are_stored_with_errors(traces):  # noqa: F811
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
+
+
+def test_spans_nest_and_are_stored_with_errors(traces):
     with tracing.span("outer", {"a": 1}) as outer:
         with tracing.span("inner") as inner:
             inner.update({"gen_ai.usage.input_tokens": 5, "skipped": None})
@@ -37,7 +40,7 @@ def test_spans_nest_and_are_stored_with_errors(traces):  # noqa: F811
         traces.trace("zzzz")
 
 
-def test_backend_and_tool_calls_carry_genai_attributes(traces):  # noqa: F811
+def test_backend_and_tool_calls_carry_genai_attributes(traces):
     backend = LocalBackend(random_run())
     with tracing.span("app") as root:
         reply = backend.chat([{"role": "user", "content": "Hi"}], max_tokens=5, seed=1)
@@ -86,26 +89,26 @@ def test_spans_are_mirrored_to_opentelemetry_when_an_sdk_is_installed(tmp_path):
     assert chat.status.status_code.name == "ERROR" and agent.attributes["gen_ai.operation.name"] == "invoke_agent"
 
 
-def test_traces_command_lists_and_shows_a_tree(traces, capsys):  # noqa: F811
+def test_traces_command_lists_and_shows_a_tree(traces, capsys):
     for i in range(3):
         with tracing.span(f"extract Person{i}") as root:
             for attempt in (1, 2):
                 usage = {"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 4, "gen_ai.response.finish_reasons": ["stop"]}
                 with tracing.span(f"attempt {attempt}", {"groklm.attempt": attempt}), tracing.span("chat m", usage):
                     pass
-    cli.main(["traces", "--last", "2"])
+    main(["traces", "--last", "2"])
     listing = capsys.readouterr().out
     assert "extract Person2" in listing and "extract Person1" in listing and "extract Person0" not in listing
     assert f"{root.trace_id[:12]}" in listing and " 5  " in listing  # five spans in the trace
-    cli.main(["traces", "--show", root.trace_id[:8]])
+    main(["traces", "--show", root.trace_id[:8]])
     lines = capsys.readouterr().out.splitlines()
     tree = [line for line in lines if "[" in line]
     indents = [len(line) - len(line.lstrip()) for line in tree]
     assert [line.split("[")[0].strip() for line in tree] == ["extract Person2", "attempt 1", "chat m", "attempt 2", "chat m"]
     assert indents == [2, 4, 6, 4, 6]  # retries under their parent, calls under their attempt
     assert "in 10 / out 4 tok" in tree[2] and "groklm.attempt: 2" in "\n".join(lines)
-    cli.main(["traces", "--show", root.trace_id, "--json"])
+    main(["traces", "--show", root.trace_id, "--json"])
     assert len(json.loads(capsys.readouterr().out)) == 5
     with pytest.raises(SystemExit):
-        cli.main(["traces", "--show", "nope"])
+        main(["traces", "--show", "nope"])
     assert "no trace" in capsys.readouterr().err

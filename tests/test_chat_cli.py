@@ -7,14 +7,14 @@ import io
 import pytest
 
 from groklm.infer.chat import chat_loop, fit_context
-from groklm.tokenizer.char import CharTokenizer
-from test_eval import Rigged
-from test_ppo import ASCII, make_run  # noqa: F401
+
+from helpers.models import Rigged
+from helpers.runs import ASCII, char_tokenizer, tiny_run
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return CharTokenizer(sorted(set(ASCII)))
+    return char_tokenizer(ASCII)
 
 
 def test_history_and_commands(tokenizer):
@@ -53,7 +53,7 @@ def test_long_conversations_drop_the_oldest_turns_but_keep_the_system(tokenizer)
 def test_chat_command_reads_piped_stdin(tmp_path, monkeypatch, capsys):
     import groklm.cli.main
 
-    run = make_run(tmp_path / "run", block_size=128)
+    run = tiny_run(tmp_path / "run", block_size=128)
     replies = []
     for _ in range(2):
         monkeypatch.setattr("sys.stdin", io.StringIO("hello\nhow are you?\n/quit\n"))

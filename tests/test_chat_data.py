@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from groklm.data.chat_data import load_jsonl, load_preferences_jsonl, load_sft_jsonl, write_jsonl
+from groklm.data.chat_data import load_preferences_jsonl, load_sft_jsonl
 from groklm.errors import DataError
+from groklm.jsonl import write_jsonl
 
 HI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
 
@@ -28,7 +29,7 @@ def test_preference_strings_become_messages(tmp_path):
 
 
 def test_preference_message_lists_share_turns_into_the_prompt(tmp_path):
-    call = {"role": "assistant", "content": "CALL calculator(2+2)"}
+    call = {"role": "assistant", "content": 'CALL calculator({"expression": "2+2"})'}
     tool = {"role": "tool", "content": "4"}
     line = {
         "prompt": [{"role": "system", "content": "Use tools."}, {"role": "user", "content": "2+2?"}],
@@ -96,11 +97,6 @@ def test_empty_missing_or_all_bad_files_are_errors(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(b'{"messages": "caf\xe9"}\n')
     with pytest.raises(DataError, match="not UTF-8"):
         load_sft_jsonl(tmp_path / "latin1.jsonl")
-
-
-def test_load_jsonl_wants_objects(tmp_path):
-    with pytest.raises(DataError, match="line 2: expected a JSON object"):
-        load_jsonl(write_lines(tmp_path / "r.jsonl", [{"a": 1}, "[1]"]))
 
 
 def test_write_jsonl_round_trips_atomically(tmp_path):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serving import KEY, shared_server, wait_idle
 
 from groklm.infer.engine import Engine, SamplingParams
 from groklm.tokenizer.chat import render_prompt
+
+from helpers.servers import KEY, shared_server, wait_idle
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")

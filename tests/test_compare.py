@@ -9,8 +9,8 @@ import random
 import pytest
 
 from groklm.cli.main import main
-from groklm.experiments.compare import WIDTH_STEP, count_params, loss_at, loss_by_position, size_model, split_settings
 from groklm.errors import ConfigError
+from groklm.experiments.compare import WIDTH_STEP, count_params, loss_at, loss_by_position, size_model, split_settings
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_compare_runs_end_to_end_and_writes_the_report(data, tmp_path, capsys):
                 "expert_load.png"):
         assert (out / png).stat().st_size > 1000
     markdown = (out / "report.md").read_text()
-    assert "| rnn |" in markdown and "Context use" in markdown and "![val_loss_vs_time](val_loss_vs_time.png)" in markdown and "## Samples" in markdown
+    assert "| rnn |" in markdown and "Context use" in markdown and "## Samples" in markdown
+    assert "![val_loss_vs_time](val_loss_vs_time.png)" in markdown
     assert report["verdict"] in printed
     with pytest.raises(SystemExit):  # an earlier comparison is kept unless --force
         main(["compare", "--data", str(data), "--budget-params", "20000", "--budget-seconds", "0.5", "--out", str(out)])
@@ -88,8 +89,8 @@ def test_loss_by_position_averages_to_the_models_own_loss():
     import numpy as np
     import torch
 
-    from groklm.experiments.compare import HELD_OUT_WINDOWS
     from groklm.data.shards import get_batch
+    from groklm.experiments.compare import HELD_OUT_WINDOWS
     from groklm.model import RecurrentLM, RNNConfig
 
     torch.manual_seed(0)

@@ -214,6 +214,7 @@ def test_cli_prepare(tmp_path):
 def test_prepared_char_data_trains_and_the_run_keeps_the_tokenizer(tmp_path):
     import torch
 
+    from groklm.infer.decode import generate
     from groklm.model import GPT
     from groklm.train.pretrain import pretrain
 
@@ -229,5 +230,5 @@ def test_prepared_char_data_trains_and_the_run_keeps_the_tokenizer(tmp_path):
     tokenizer = load_tokenizer(run / "tokenizer")
     model = GPT.from_run(run)
     assert model.config.vocab_size >= tokenizer.vocab_size
-    out = model.generate(torch.tensor([tokenizer.encode("First")]), max_new_tokens=5, seed=0)
+    out = generate(model, torch.tensor([tokenizer.encode("First")]), max_new_tokens=5, seed=0)
     assert len(tokenizer.decode(out[0].tolist())) == 10

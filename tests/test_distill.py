@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apps_helpers import spam_run, traces  # noqa: F401
 
 from groklm.apps.distill import LABELS_FILE, Student, distill
 from groklm.apps.structured import classify
 from groklm.cli.main import main
-from groklm.data.synthetic import TASKS
 from groklm.errors import CheckpointError, ConfigError, DataError
+from groklm.tasks import TASKS
+
+from helpers.apps import spam_run
+
+pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
 
 LABELS = ["spam", "not spam"]
 ASK = "Classify this email as spam or not spam."
@@ -69,10 +72,10 @@ def test_student_learns_the_teachers_labels(tmp_path, teacher, monkeypatch):
     assert np.mean([a == teacher_said[t] for a, t in zip(labels, texts)]) >= 0.85
 
     # A rerun takes the labels from the cache: the teacher is only asked to time it again.
-    from groklm.apps import structured
+    from groklm.apps import distill as distill_module
 
     asked = []
-    monkeypatch.setattr(structured, "classify", lambda backend, text, *args: asked.append(text) or classify(backend, text, *args))
+    monkeypatch.setattr(distill_module, "classify", lambda backend, text, *args: asked.append(text) or classify(backend, text, *args))
     again = distill(teacher, data, LABELS, tmp_path / "again", student="scratch", epochs=1, instructions=ASK,
                     labels_cache=out / LABELS_FILE, overrides=TINY, progress=False)
     assert (out / LABELS_FILE).read_text().count("\n") == 100
@@ -106,7 +109,7 @@ def test_cli_reports_and_rejects_bad_input(tmp_path, teacher, capsys):
 def test_bad_files_and_caches(tmp_path, teacher):
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "fine"}\n{"txt": "no text key"}\n')
-    with pytest.raises(DataError, match="bad.jsonl:2"):
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: expected an object with a non-empty \"text\""):
         distill(teacher, bad_json, LABELS, tmp_path / "o", progress=False)
     data = write_emails(tmp_path / "emails.jsonl", 10)
     with pytest.raises(ConfigError, match="held-out"):

@@ -1,5 +1,6 @@
 """DPO: the loss against TRL's, log-probs over exactly the reply's tokens, a short run that
-separates chosen from rejected, resume, bad settings. Reuses test_reward's tiny run and pairs."""
+separates chosen from rejected, resume, bad settings. The tiny run and the pairs are the reward
+tests' (the `base` and `pair_files` fixtures in conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from groklm.model import GPT
 from groklm.tokenizer.char import CharTokenizer
 from groklm.train.dpo import dpo_loss, dpo_loss_fn, train_dpo
 from groklm.train.preferences import collate, encode_pairs, encode_reply, sequence_logps, token_logps
-from test_reward import CHARS, FAST, base, easy_pairs, pair_files, read_metrics, write_pairs  # noqa: F401
+
+from helpers.preferences import CHARS, FAST, easy_pairs
+from helpers.runs import read_metrics
 
 # ---- the loss, against TRL ----------------------------------------------------------------
 
@@ -173,12 +176,13 @@ def test_dpo_resume_matches_an_uninterrupted_run(base, pair_files, tmp_path):
 
 
 def test_cli_runs_dpo(base, pair_files, tmp_path, monkeypatch):
-    from groklm import cli
+    from groklm.cli.main import main
 
     train_file, _ = pair_files
     out = tmp_path / "dpo"
-    cli.main(["dpo", str(base), "--data", str(train_file), "--out", str(out), "--beta", "0.2", "--label-smoothing", "0.1",
-              "--sft-weight", "0.5", "--no-progress", "--set", "max_iters=2", "eval_interval=2", "eval_iters=1", "batch_size=2", "device=cpu"])
+    main(["dpo", str(base), "--data", str(train_file), "--out", str(out), "--beta", "0.2", "--label-smoothing", "0.1",
+              "--sft-weight", "0.5", "--no-progress",
+              "--set", "max_iters=2", "eval_interval=2", "eval_iters=1", "batch_size=2", "device=cpu"])
     assert json.loads((out / "config.json").read_text())["dpo"] == {"beta": 0.2, "loss": "sigmoid", "label_smoothing": 0.1,
                                                                   "sft_weight": 0.5}
     GPT.from_run(out)
@@ -197,6 +201,6 @@ def test_bad_dpo_settings_are_clear_errors(base, pair_files, tmp_path):
     rm = train_reward(base, str(train_file), tmp_path / "rm", overrides=fast, progress=False)
     with pytest.raises(CheckpointError, match="start from a GPT run"):
         train_dpo(rm, str(train_file), tmp_path / "y", overrides=fast, progress=False)
-    with pytest.raises(ConfigError, match="not a dpo run"):
+    with pytest.raises(ConfigError, match="not one of stage 'dpo'"):
         train_dpo(None, None, rm, resume=True, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

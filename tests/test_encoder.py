@@ -75,7 +75,8 @@ def random_texts(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     texts = []
     for _ in range(n):
-        chars = [chr(rng.choice(rng.choice(pools))) if rng.random() < 0.4 else rng.choice("the cat sat  ,.'[MASK]") for _ in range(rng.randint(0, 60))]
+        chars = [chr(rng.choice(rng.choice(pools))) if rng.random() < 0.4 else rng.choice("the cat sat  ,.'[MASK]")
+                 for _ in range(rng.randint(0, 60))]
         texts.append("".join(chars))
     return texts
 

@@ -5,6 +5,7 @@ logprobs, UTF-8 streaming, constrained decoding and the asyncio wrapper."""
 from __future__ import annotations
 
 import asyncio
+import re
 import string
 from typing import Annotated, Literal
 
@@ -15,8 +16,10 @@ from pydantic import BaseModel, Field
 
 from groklm.errors import ConfigError
 from groklm.infer.constrain import Grammar
+from groklm.infer.decode import decode, generate, next_logits_of
 from groklm.infer.engine import AsyncEngine, Engine, EngineBusy, SamplingParams
-from groklm.model import GPT, GPTConfig
+from groklm.infer.stop_strings import StopStrings
+from groklm.model import GPT, GPTConfig, RecurrentLM, RNNConfig
 from groklm.tokenizer import Tokenizer
 from groklm.tokenizer.char import CharTokenizer
 
@@ -41,8 +44,8 @@ def model(tokenizer):
 
 
 def uncached(model, prompt: list[int], steps: int, stop: set[int]) -> list[int]:
-    """Greedy tokens from the reference generate(), cut after the first stop token."""
-    out = model.generate(torch.tensor([prompt]), steps, temperature=0)[0, len(prompt):].tolist()
+    """Greedy tokens from the reference decoder (no cache), cut after the first stop token."""
+    out = generate(model, torch.tensor([prompt]), steps, temperature=0)[0, len(prompt):].tolist()
     for i, token in enumerate(out):
         if token in stop:
             return out[: i + 1]
@@ -153,6 +156,47 @@ def test_stop_strings_cut_the_text_and_are_held_back(tokenizer, model):
         assert not any(released.endswith(stop[:k]) for k in range(1, len(stop))) or full.startswith(released)
 
 
+def test_stop_strings_hold_back_only_what_may_begin_a_stop():
+    stops = StopStrings(["User:", "##"])
+    assert stops.push("Hello Us") == "Hello "  # "Us" may begin "User:"
+    assert stops.push("a") == "Usa"  # ruled out: released
+    assert stops.push(" #") == " " and stops.flush() == "#"  # the text ended: "#" was no stop after all
+    assert not stops.hit
+    stops = StopStrings(["User:"])
+    assert stops.push("ok\nUse") == "ok\n" and stops.push("r: more") == "" and stops.hit
+    assert stops.push("after") == "" and stops.flush() == ""
+    assert StopStrings([]).push("anything") == "anything"
+
+
+def test_reference_decoder_hook_sees_each_step_and_its_logits(tokenizer, model):
+    """The hook may change every step's logits (a grammar's mask); the step reports the logits
+    the token was drawn from, and the hook runs after the caller saw the previous token."""
+    allowed = tokenizer.encode("ab")
+    seen: list[int] = []
+    hook_saw: list[int] = []  # how many tokens the caller had seen when the hook ran
+
+    def only_a_and_b(logits):
+        hook_saw.append(len(seen))
+        mask = torch.full_like(logits, float("-inf"))
+        mask[:, allowed] = 0
+        return logits + mask
+
+    steps = decode(next_logits_of(model), torch.tensor([tokenizer.encode("xyz")]), 12, temperature=1.0, seed=0,
+                   hook=only_a_and_b)
+    for step in steps:
+        assert step.logits.isfinite().sum().item() == len(allowed)
+        seen.append(int(step.token))
+    assert len(seen) == 12 and set(seen) <= set(allowed) and hook_saw == list(range(12))
+    greedy = [int(s.token) for s in decode(next_logits_of(model), torch.tensor([tokenizer.encode("xyz")]), 5, 0)]
+    assert greedy == generate(model, torch.tensor([tokenizer.encode("xyz")]), 5, temperature=0)[0, 3:].tolist()
+
+
+def test_the_engine_serves_gpt_models_only(tokenizer):
+    rnn = RecurrentLM(RNNConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_embd=16, cell="gru"))
+    with pytest.raises(ConfigError, match=r"recurrent model \(gru\).*GPT runs only"):
+        Engine(rnn, tokenizer)
+
+
 def test_length_limits(tokenizer, model):
     engine = Engine(model, tokenizer)
     [short] = engine.generate([tokenizer.encode("hi")], SamplingParams(max_tokens=3, temperature=0))
@@ -202,8 +246,6 @@ def test_json_schema_constraint_always_parses(tokenizer):
 
 
 def test_regex_constraint_and_bad_patterns(tokenizer, model):
-    import re
-
     grammar = Grammar.from_regex(r"[0-9]{3}-[a-z]{2,5}", tokenizer)
     [completion] = Engine(model, tokenizer).generate([tokenizer.encode("code:")], SamplingParams(temperature=1.0, seed=1), grammar)
     assert re.fullmatch(r"[0-9]{3}-[a-z]{2,5}", completion.text)

@@ -5,47 +5,22 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
-from groklm.data.synthetic import TASKS
 from groklm.errors import ConfigError
 from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answers, parse_tasks
-from groklm.tokenizer.base import IM_END
-from groklm.tokenizer.char import CharTokenizer
-from test_ppo import ASCII, make_run
+from groklm.tasks import TASKS
 
-
-class Rigged(nn.Module):
-    """Says "7" and ends its turn: logit 5 for "7" (after anything but "7") and for <|im_end|>
-    (after "7"), 0 for every other token."""
-
-    def __init__(self, tokenizer):
-        super().__init__()
-        # What the inference engine reads of a config; no layers, so its KV cache is empty.
-        self.config = SimpleNamespace(block_size=512, vocab_size=tokenizer.vocab_size, n_layer=0, n_kv_head=1, head_dim=1)
-        self.anchor = nn.Parameter(torch.zeros(()))  # gives the harness a device to read
-        self.seven, self.end, self.vocab = tokenizer.encode("7")[0], tokenizer.special_tokens[IM_END], tokenizer.vocab_size
-
-    def forward(self, idx):
-        logits = torch.zeros(*idx.shape, self.vocab)
-        after_seven = (idx == self.seven).float()
-        logits[..., self.seven] = 5.0 * (1 - after_seven)
-        logits[..., self.end] = 5.0 * after_seven
-        return logits, None
-
-    def forward_cached(self, idx, cache, slots):
-        """The engine's call: the logits depend on the newest token only, so nothing to cache."""
-        cache.advance(slots, idx.size(1))
-        return self(idx)[0][:, -1]
+from helpers.models import Rigged
+from helpers.runs import ASCII, char_tokenizer, tiny_run
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return CharTokenizer(sorted(set(ASCII)))
+    return char_tokenizer(ASCII)
 
 
 def test_parse_tasks():
@@ -91,7 +66,7 @@ def test_harness_counts_and_scores_on_a_rigged_model(tokenizer):
 def test_sampled_eval_grades_every_sample_and_kl_to_itself_is_zero(tmp_path):
     import groklm
 
-    run = make_run(tmp_path / "run", block_size=256)
+    run = tiny_run(tmp_path / "run", block_size=256)
     model, tokenizer = groklm.load(run)
     greedy = evaluate_model(model, tokenizer, "spam", n=3, seed=0, max_new_tokens=4)["spam"]
     sampled = evaluate_model(model, tokenizer, "spam", n=3, seed=0, max_new_tokens=4, temperature=1.0, samples=5,
@@ -103,7 +78,7 @@ def test_sampled_eval_grades_every_sample_and_kl_to_itself_is_zero(tmp_path):
     assert again["mean_score"] == sampled["mean_score"]  # seeded samples
     with pytest.raises(ConfigError, match="temperature"):
         evaluate_model(model, tokenizer, "spam", n=3, temperature=-1.0)
-    other = make_run(tmp_path / "other", chars=ASCII + "é", block_size=256)  # another vocabulary
+    other = tiny_run(tmp_path / "other", ASCII + "é", block_size=256)  # another vocabulary
     with pytest.raises(ConfigError, match="another tokenizer"):
         evaluate_run(run, "spam", n=1, temperature=1.0, reference=other)
 
@@ -116,7 +91,7 @@ def test_answer_kl_is_the_sum_of_token_log_ratios(tmp_path):
     import groklm
     from groklm.eval.harness import answer_ids, answer_kl
 
-    run = make_run(tmp_path / "run", block_size=256)
+    run = tiny_run(tmp_path / "run", block_size=256)
     model, tokenizer = groklm.load(run)
 
     class Shifted(nn.Module):
@@ -142,7 +117,7 @@ def test_answer_kl_is_the_sum_of_token_log_ratios(tmp_path):
 
 
 def test_every_task_runs_on_a_tiny_model(tmp_path):
-    run = make_run(tmp_path / "run", block_size=256)
+    run = tiny_run(tmp_path / "run", block_size=256)
     report = evaluate_run(run, "all,all:mc", n=2, seed=1, max_new_tokens=4)
     assert set(report["tasks"]) == set(TASKS) | {t + ":mc" for t in TASKS}
     for result in report["tasks"].values():
@@ -153,7 +128,7 @@ def test_every_task_runs_on_a_tiny_model(tmp_path):
 def test_eval_command(tmp_path, monkeypatch, capsys):
     import groklm.cli.main
 
-    run = make_run(tmp_path / "run", block_size=256)
+    run = tiny_run(tmp_path / "run", block_size=256)
     groklm.cli.main.main(["eval", str(run), "--tasks", "spam,arithmetic:mc", "--n", "3", "--max-new-tokens", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3 and [r["count"] for r in report["tasks"].values()] == [3, 3]

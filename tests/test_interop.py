@@ -21,8 +21,10 @@ from groklm.errors import CheckpointError, ConfigError  # noqa: E402
 from groklm.interop.hf import export_run, import_run, load_hf_model  # noqa: E402
 from groklm.model.config import GPTConfig  # noqa: E402
 from groklm.model.gpt import GPT  # noqa: E402
-from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_weights, write_json  # noqa: E402
+from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR  # noqa: E402
 from groklm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer  # noqa: E402
+
+from helpers.runs import save_run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*post-processor is ignored")
 
@@ -57,9 +59,7 @@ def make_run(path, tokenizer, **options):
     config = GPTConfig(vocab_size=tokenizer.vocab_size + 5, block_size=64, n_layer=2, n_head=4, n_embd=32, **options)
     model = GPT(config).eval()
     perturb(model)
-    write_json(path / CONFIG_FILE, {"model": config.to_dict(), "stage": "pretrain", "arch": "gpt"})
-    save_weights(model, path / WEIGHTS_FILE)
-    tokenizer.save(path / TOKENIZER_DIR)
+    save_run(path, model, tokenizer)
     return model
 
 
@@ -219,7 +219,8 @@ def test_import_matches_transformers_logits_and_tokens(tmp_path, hf_tokenizer_di
     assert tokenizer.encode(SAMPLE, allowed_special="all") == hf_tokenizer(SAMPLE)["input_ids"]
     assert tokenizer.eot_id == hf_tokenizer.eos_token_id
     config = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
-    assert config["source"]["model_type"] == kind and config["arch"] == "gpt"
+    assert config["import"]["model_type"] == kind and config["arch"] == "gpt"
+    assert (config["stage"], config["parent"]) == ("import", None)
 
     # An imported tokenizer exports back to an equivalent tokenizer.json.
     export_run(tmp_path / "run", tmp_path / "again")
@@ -243,7 +244,7 @@ def test_import_errors_are_clear(tmp_path, hf_tokenizer_dir):
     good = tmp_path / "hf"
     save_hf(hf, hf_tokenizer_dir, good)
     import_run(good, tmp_path / "run")
-    with pytest.raises(CheckpointError, match="--force"):
+    with pytest.raises(ConfigError, match="already holds a run; pass --force"):
         import_run(good, tmp_path / "run")
     import_run(good, tmp_path / "run", force=True)
 

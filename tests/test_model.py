@@ -9,10 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from groklm.errors import CheckpointError, ConfigError
+from groklm.infer.decode import generate
 from groklm.infer.sampling import filter_logits
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT, IGNORE_INDEX
-from groklm.rundir import CONFIG_FILE, WEIGHTS_FILE, save_weights, write_json
+from groklm.rundir import CONFIG_FILE, WEIGHTS_FILE, write_json
+
+from helpers.runs import save_run
 
 VOCAB, BLOCK, EMBD = 48, 16, 32
 
@@ -150,9 +153,9 @@ def test_ignore_index_targets_are_left_out_of_the_loss():
 def test_generate_same_seed_same_tokens_different_seed_different_tokens():
     model = tiny(vocab_size=256)
     prompt = torch.tensor([[1, 2, 3]])
-    a = model.generate(prompt, 12, seed=7)
-    b = model.generate(prompt, 12, seed=7)
-    c = model.generate(prompt, 12, seed=8)
+    a = generate(model, prompt, 12, seed=7)
+    b = generate(model, prompt, 12, seed=7)
+    c = generate(model, prompt, 12, seed=8)
     assert a.shape == (1, 15) and torch.equal(a[:, :3], prompt)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -171,8 +174,8 @@ def test_temperature_zero_and_top_k_one_are_greedy():
     prompt = torch.tensor([[5, 6], [7, 8]])
     with torch.no_grad():
         expected = greedy(model, prompt, 20)  # runs past block_size: the context window slides
-    assert torch.equal(model.generate(prompt, 20, temperature=0.0), expected)
-    assert torch.equal(model.generate(prompt, 20, temperature=1.0, top_k=1, seed=3), expected)
+    assert torch.equal(generate(model, prompt, 20, temperature=0.0), expected)
+    assert torch.equal(generate(model, prompt, 20, temperature=1.0, top_k=1, seed=3), expected)
 
 
 def test_top_p_keeps_exactly_the_nucleus():
@@ -196,7 +199,7 @@ def test_top_p_sampling_never_leaves_the_nucleus():
         logits = model(prompt)[0][:, -1]
     nucleus = torch.isfinite(filter_logits(logits, top_p=0.3))[0]
     assert 1 < nucleus.sum() < 256
-    draws = {model.generate(prompt, 1, top_p=0.3, seed=s)[0, 1].item() for s in range(40)}
+    draws = {generate(model, prompt, 1, top_p=0.3, seed=s)[0, 1].item() for s in range(40)}
     assert all(nucleus[t] for t in draws)
 
 
@@ -205,7 +208,7 @@ def test_bad_sampling_settings_are_config_errors():
     prompt = torch.tensor([[1]])
     for bad in (dict(temperature=-1.0), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
         with pytest.raises(ConfigError):
-            model.generate(prompt, 1, **bad)
+            generate(model, prompt, 1, **bad)
 
 
 # ---- parameters ------------------------------------------------------------------------------
@@ -241,15 +244,10 @@ def test_tied_embeddings_share_storage():
 # ---- saving and loading a run ----------------------------------------------------------------
 
 
-def save_run(model: GPT, run_dir) -> None:
-    write_json(run_dir / CONFIG_FILE, {"model": model.config.to_dict(), "stage": "pretrain", "arch": "gpt"})
-    save_weights(model, run_dir / WEIGHTS_FILE)
-
-
 @pytest.mark.parametrize("tie", [True, False])
 def test_save_and_from_run_round_trip(tmp_path, tie):
     model = tiny(pos="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, tie_embeddings=tie)
-    save_run(model, tmp_path)
+    save_run(tmp_path, model)
     loaded = GPT.from_run(tmp_path)
     assert not loaded.training
     assert loaded.config == model.config
@@ -263,7 +261,7 @@ def test_save_and_from_run_round_trip(tmp_path, tie):
 
 def test_corrupt_truncated_or_mismatched_weights_are_checkpoint_errors(tmp_path):
     model = tiny()
-    save_run(model, tmp_path)
+    save_run(tmp_path, model)
     weights = tmp_path / WEIGHTS_FILE
     good = weights.read_bytes()
     for bad in (good[: len(good) // 2], good[:20], b"", b"not a safetensors file" * 10):

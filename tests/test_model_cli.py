@@ -9,11 +9,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from groklm import cli  # noqa: E402
+from groklm.cli.main import main  # noqa: E402
+from groklm.infer.decode import generate  # noqa: E402
 from groklm.model.config import GPTConfig  # noqa: E402
 from groklm.model.gpt import GPT  # noqa: E402
-from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_weights, write_json  # noqa: E402
+from groklm.model.weights import save_weights
+from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, write_json  # noqa: E402
 from groklm.tokenizer import Tokenizer  # noqa: E402
+
+from helpers.runs import tiny_run  # noqa: E402
 
 CORPUS = ("Once upon a time there was a tiny model. It liked café au lait, 東京, and 🙂 emoji.\n") * 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,21 +26,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny random-init run with a BPE trained on a few sentences: no training loop needed."""
-    path = tmp_path_factory.mktemp("run")
-    tokenizer = Tokenizer.train(CORPUS, 300)
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4, n_kv_head=2,
-                       n_embd=32, pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
-    write_json(path / CONFIG_FILE, {"model": config.to_dict(), "stage": "pretrain", "arch": "gpt"})
-    save_weights(GPT(config), path / WEIGHTS_FILE)
-    tokenizer.save(path / TOKENIZER_DIR)
-    return path
+    return tiny_run(tmp_path_factory.mktemp("run"), Tokenizer.train(CORPUS, 300), block_size=32, n_layer=2, n_head=4,
+                    n_kv_head=2, n_embd=32, pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 
 
 def groklm(capsys, *argv: str) -> tuple[int, str, str]:
     """Run `groklm ARGV...`; returns (exit code, stdout, stderr)."""
     try:
-        cli.main([str(a) for a in argv])
+        main([str(a) for a in argv])
         code = 0
     except SystemExit as stop:
         code = stop.code
@@ -66,10 +63,10 @@ def test_sample_same_seed_same_text(capsys, run_dir):
 def test_sample_streams_exactly_the_decoded_tokens(capsys, run_dir, monkeypatch):
     """The pieces printed one by one add up to decoding all sampled ids at once: a character
     whose bytes are split over tokens is printed whole, never as replacement garbage."""
-    from groklm.model import commands
+    from groklm.cli import model as model_cli
 
     pieces: list[str] = []
-    monkeypatch.setattr(commands, "write", pieces.append)
+    monkeypatch.setattr(model_cli, "write", pieces.append)
     code, _, err = groklm(capsys, "sample", run_dir, "--prompt", "café", "--max-new-tokens", "60",
                           "--seed", "11", "--top-k", "200", "--device", "cpu")
     assert code == 0, err
@@ -77,7 +74,7 @@ def test_sample_streams_exactly_the_decoded_tokens(capsys, run_dir, monkeypatch)
     model = GPT.from_run(run_dir)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_DIR)
     prompt = torch.tensor([tokenizer.encode("café")])
-    new = model.generate(prompt, 60, top_k=200, seed=11)[0, prompt.size(1):].tolist()
+    new = generate(model, prompt, 60, top_k=200, seed=11)[0, prompt.size(1):].tolist()
     if tokenizer.eot_id in new:
         new = new[: new.index(tokenizer.eot_id)]
     assert pieces[0] == "café"

@@ -7,12 +7,16 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from groklm.errors import ConfigError
 from groklm.model import GPT, GPTConfig
 from groklm.model.gpt import MLP
 from groklm.model.moe import MoE, active_params, balancing_loss, expert_capacity, route
+from groklm.train.pretrain import pretrain
+
+from helpers.training import make_data
 
 
 def moe_config(**overrides) -> GPTConfig:
@@ -130,10 +134,6 @@ def test_moe_gpt_counts_active_parameters_and_adds_the_aux_loss_only_in_training
 
 
 def test_moe_gpt_trains_and_logs_expert_load(tmp_path):
-    from test_train import make_data
-
-    from groklm.train.pretrain import pretrain
-
     data = make_data(tmp_path / "data")
     settings = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4, "max_iters": 40,
                 "eval_interval": 15, "eval_iters": 2, "log_interval": 5, "warmup_iters": 5, "device": "cpu", "lr": 1e-2,

@@ -5,34 +5,24 @@ from __future__ import annotations
 
 import json
 import math
-import string
 from pathlib import Path
 
 import pytest
 import torch
 
 from groklm.errors import ConfigError
+from groklm.infer.scoring import pack_responses
 from groklm.model import GPT, GPTConfig
-from groklm.rundir import write_json, save_weights
-from groklm.tokenizer.char import CharTokenizer
+from groklm.model.weights import save_weights
+from groklm.rundir import write_json
 from groklm.tokenizer.chat import render_prompt
-from groklm.train.ppo import RLConfig, gae, group_advantages, kl_k3, policy_loss, train_ppo, value_loss
-from groklm.train.rollout import pack
+from groklm.train.rl.config import RLConfig
+from groklm.train.rl.objectives import gae, group_advantages, kl_k3, policy_loss, value_loss
+from groklm.train.rl.ppo import train_ppo
 
-ASCII = string.ascii_letters + string.digits + string.punctuation + " \n"
+from helpers.runs import read_metrics, tiny_run
+
 PROMPT = [{"role": "user", "content": "hi"}]
-
-
-def make_run(directory: Path, chars: str = ASCII, block_size: int = 64, seed: int = 0, n_embd: int = 16) -> Path:
-    """A random tiny GPT run directory with a character tokenizer (config, weights, tokenizer)."""
-    tokenizer = CharTokenizer(sorted(set(chars)))
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=1, n_head=2, n_embd=n_embd)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(GPT(config), directory / "model.safetensors")
-    write_json(directory / "config.json", {"model": config.to_dict(), "stage": "sft", "arch": "gpt"})
-    tokenizer.save(directory / "tokenizer")
-    return directory
 
 
 def starts_with_a(records, texts):
@@ -56,7 +46,7 @@ FAST = {"max_iters": 8, "lr": 1e-2, "min_lr": 1e-2, "batch_size": 16, "max_new_t
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     # A small vocabulary (the chat headers' letters) so "a" starts ~1 in 20 answers at first.
-    return make_run(tmp_path_factory.mktemp("sft") / "run", chars="abcdehimnorstuy\n ")
+    return tiny_run(tmp_path_factory.mktemp("sft") / "run", "abcdehimnorstuy\n ")
 
 
 # ---- the math, by hand ----------------------------------------------------------------------
@@ -113,7 +103,7 @@ def test_k3_and_group_advantages():
 
 
 def test_pack_aligns_mask_with_next_token_positions():
-    ro = pack([[1, 2, 3], [4, 5]], [[7, 8], [9]], block_size=16)
+    ro = pack_responses([[1, 2, 3], [4, 5]], [[7, 8], [9]], block_size=16)
     assert ro.sequences.tolist() == [[1, 2, 3, 7, 8], [4, 5, 9, 0, 0]]
     assert ro.mask.tolist() == [[False, False, True, True], [False, True, False, False]]
 
@@ -128,10 +118,6 @@ def test_bad_rl_config_is_a_clear_error():
 # ---- runs -----------------------------------------------------------------------------------
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("algo", ["ppo", "grpo"])
 def test_rl_raises_the_rewarded_tokens_probability(source, tmp_path, algo):
     over = dict(FAST)
@@ -141,7 +127,7 @@ def test_rl_raises_the_rewarded_tokens_probability(source, tmp_path, algo):
                     algo=algo, kl_coef=0.01, overrides=over, progress=False)
     before, after = first_token_prob(source), first_token_prob(run)
     assert after > 4 * before, (before, after)  # about 0.05 -> 0.8
-    records = metrics(run)
+    records = read_metrics(run)
     assert [r["step"] for r in records] == list(range(1, 9))
     for key in ("score", "kl", "entropy", "clip_frac", "policy_loss", "response_len"):
         assert all(math.isfinite(r[key]) for r in records), key
@@ -160,14 +146,14 @@ def test_resume_continues_exactly(source, tmp_path):
     part = train_ppo(None, tmp_path / "part", overrides={"max_iters": 4}, resume=True, **kwargs)
     a, b = GPT.from_run(whole).state_dict(), GPT.from_run(part).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["step"] for r in metrics(part)] == [1, 2, 3, 4]
+    assert [r["step"] for r in read_metrics(part)] == [1, 2, 3, 4]
     with pytest.raises(ConfigError, match="already holds a run"):
         train_ppo(source, tmp_path / "whole", overrides=over, **kwargs)
 
 
 def test_ppo_command_with_a_prompts_file(source, tmp_path, monkeypatch, capsys):
     import groklm.cli.main
-    import groklm.train.ppo as ppo
+    import groklm.train.rl.ppo as ppo
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": PROMPT}) + "\n")
@@ -197,10 +183,18 @@ def make_reward_run(directory: Path, like: Path) -> Path:
 
 @pytest.mark.parametrize("reward", ["verifier", "reward_model"])
 def test_real_rewards_on_synthetic_prompts(tmp_path, reward):
-    source = make_run(tmp_path / "sft", block_size=256)
+    source = tiny_run(tmp_path / "sft", block_size=256)
     spec = "verifier" if reward == "verifier" else make_reward_run(tmp_path / "rm", source)
     run = train_ppo(source, tmp_path / "rl", reward=str(spec), prompts="synthetic:arithmetic,spam", progress=False,
                     overrides={"max_iters": 1, "prompts_per_step": 2, "max_new_tokens": 2, "device": "cpu"})
-    record = metrics(run)[0]
+    record = read_metrics(run)[0]
     assert math.isfinite(record["score"]) and record["response_len"] <= 2
-    assert json.loads((run / "config.json").read_text())["reward"] == str(spec)
+    assert json.loads((run / "config.json").read_text())["data"]["reward"] == str(spec)
+
+
+def test_prompts_must_split_evenly_among_processes(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node=2 says; refused before joining
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        train_ppo(source, tmp_path / "odd", reward=starts_with_a, prompts=[{"prompt": PROMPT}] * 8,
+                  overrides={**FAST, "prompts_per_step": 3}, progress=False)
+    assert not (tmp_path / "odd").exists()

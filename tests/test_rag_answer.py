@@ -2,17 +2,17 @@
 threshold, and a full answer() through groklm's real OpenAI-compatible backend talking to a
 scripted in-process server."""
 
-import json
 
 import httpx
 import pytest
-from test_rag_index import HashEmbedder, doc
 
 from groklm.apps.backends import OpenAIBackend
 from groklm.apps.rag.chunk import Chunk, approx_tokens
 from groklm.apps.rag.grounded import NOT_FOUND, answer, build_messages, cited_numbers
 from groklm.apps.rag.index import Index
 from groklm.apps.rag.retrieve import Hit
+
+from helpers.rag import HashEmbedder, ScriptedServer, doc
 
 
 def hit(text: str, source: str = "/d/a.txt", **metadata) -> Hit:
@@ -46,22 +46,6 @@ def test_passages_cannot_escape_their_tags():
 def test_cited_numbers():
     assert cited_numbers("Cats purr [2]. Dogs bark [1, 3][2] and fly [9].", 3) == [2, 1, 3]
     assert cited_numbers("No citations here, only [a] and [].", 3) == []
-
-
-class ScriptedServer:
-    """An OpenAI-compatible /v1/chat/completions that replies with `reply` and records requests."""
-
-    def __init__(self, reply: str):
-        self.reply, self.requests = reply, []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        self.requests.append(body)
-        return httpx.Response(200, json={
-            "id": "x", "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 7, "total_tokens": 57},
-        })
 
 
 def backend_for(server: ScriptedServer) -> OpenAIBackend:

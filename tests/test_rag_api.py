@@ -8,12 +8,13 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from test_rag_index import doc
 
 from groklm.apps.rag.embed import ApiEmbedder, load_embedder
 from groklm.apps.rag.index import Index
 from groklm.apps.rag.retrieve import search
 from groklm.errors import GroklmError
+
+from helpers.rag import doc
 
 
 class EmbeddingsServer:

@@ -4,12 +4,12 @@ import json
 
 import httpx
 import pytest
-from test_rag_answer import ScriptedServer
-from test_rag_load import write_pdf
 
 import groklm.apps.rag.embed as embed_module
 from groklm.apps.backends import OpenAIBackend
 from groklm.cli.main import main
+
+from helpers.rag import ScriptedServer, write_pdf
 
 
 @pytest.fixture(scope="module", autouse=True)

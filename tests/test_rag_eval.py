@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from test_rag_index import HashEmbedder, doc
 
 from groklm.apps.rag.evaluate import (
     evaluate,
@@ -14,6 +13,8 @@ from groklm.apps.rag.evaluate import (
 )
 from groklm.apps.rag.index import Index
 from groklm.errors import DataError
+
+from helpers.rag import HashEmbedder, doc
 
 
 def test_metrics_by_hand():

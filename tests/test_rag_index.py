@@ -1,49 +1,19 @@
 """The persistent index: add / update / delete by source, persistence, crash safety, the
 embedder check, filters, BM25, approximate search and hybrid fusion.
 
-Most tests use `HashEmbedder`, a bag-of-words embedder that is fast and fully predictable (its
-cosine is word overlap), so ranks can be reasoned about; test_real_embedder_finds_paraphrase
-runs the real default model end to end."""
-
-import hashlib
-import re
+Most tests use `HashEmbedder` (helpers/rag.py), a bag-of-words embedder that is fast and
+fully predictable (its cosine is word overlap), so ranks can be reasoned about;
+test_real_embedder_finds_paraphrase runs the real default model end to end."""
 
 import bm25s
 import numpy as np
 import pytest
 
-from groklm.apps.rag.chunk import approx_tokens
 from groklm.apps.rag.index import Index
-from groklm.apps.rag.load import Document
 from groklm.apps.rag.retrieve import RRF_K, reciprocal_rank_fusion, search
 from groklm.errors import CheckpointError, ConfigError, DataError
 
-
-class HashEmbedder:
-    """Each word adds 1 to a hashed coordinate; vectors are normalized. Same words, same vector."""
-
-    max_tokens = 512
-    count_tokens = staticmethod(approx_tokens)
-
-    def __init__(self, dim: int = 256, name: str = "hash"):
-        self.dim = dim
-        self.identity = {"backend": "test", "model": name, "dim": dim}
-        self.spec = f"test:{name}"
-        self.calls: list[int] = []  # how many texts each embed() call got
-
-    def embed(self, texts, progress=False):
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
-
-
-def doc(source: str, text: str, **metadata) -> Document:
-    return Document(source, text, metadata.pop("format", "text"), metadata)
-
+from helpers.rag import HashEmbedder, doc
 
 DOCS = [
     doc("/d/animals.md", "# Cats\n\nCats purr and chase mice.\n\n# Dogs\n\nDogs bark at the mailman.", format="markdown"),

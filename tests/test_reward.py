@@ -1,75 +1,26 @@
 """Reward models: the Bradley-Terry loss (by hand and against TRL), the last-token read under
 padding, a short training run on an easy preference, loading and scoring, bad input, resume.
 
-Everything runs a tiny GPT with a character tokenizer, built here as a run directory."""
+Everything runs a tiny GPT with a character tokenizer (helpers/preferences.py); the `base` and
+`pair_files` fixtures are in conftest.py."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError
-from groklm.model import GPT, GPTConfig
-from groklm.rundir import save_weights, write_json
+from groklm.model import GPT
 from groklm.tokenizer.char import CharTokenizer
 from groklm.train.preferences import collate, encode_pairs
 from groklm.train.reward import RewardModel, reward_loss, train_reward
 
-CHARS = "abcdefghijklmnopqrstuvwxyz ?!.,:0123456789\n"
-TINY_MODEL = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, dropout=0.0)
-# Fast settings for a few dozen steps of a tiny model on one CPU thread.
-FAST = {"batch_size": 8, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 5, "eval_interval": 20, "eval_iters": 4,
-        "log_interval": 5, "device": "cpu"}
-
-
-def make_base(directory: Path, seed: int = 0) -> Path:
-    """A GPT run directory (random weights) with a character tokenizer: a stand-in for SFT."""
-    tokenizer = CharTokenizer(CHARS)
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **TINY_MODEL))
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "config.json", {"model": model.config.to_dict(), "train": {}, "stage": "pretrain", "arch": "gpt"})
-    save_weights(model, directory / "model.safetensors")
-    tokenizer.save(directory / "tokenizer")
-    return directory
-
-
-def easy_pairs(n: int, seed: int = 0) -> list[dict]:
-    """The chosen reply always ends in "yes", the rejected one in "no"; the rest is noise."""
-    rng = random.Random(seed)
-    word = lambda k: "".join(rng.choice("abcdefgh") for _ in range(k))  # noqa: E731
-    pairs = []
-    for _ in range(n):
-        prompt = [{"role": "user", "content": word(rng.randint(2, 6))}]
-        pairs.append({"prompt": prompt, "chosen": f"{word(rng.randint(1, 4))} yes", "rejected": f"{word(rng.randint(1, 4))} no"})
-    return pairs
-
-
-def write_pairs(path: Path, pairs: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return make_base(tmp_path_factory.mktemp("base") / "run")
-
-
-@pytest.fixture(scope="module")
-def pair_files(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("pairs")
-    return write_pairs(folder / "train.jsonl", easy_pairs(400, seed=1)), write_pairs(folder / "test.jsonl", easy_pairs(64, seed=2))
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
+from helpers.preferences import CHARS, FAST, easy_pairs, preference_base, write_pairs
+from helpers.runs import read_metrics
 
 # ---- the loss -----------------------------------------------------------------------------
 
@@ -159,16 +110,16 @@ def test_resume_matches_an_uninterrupted_run(base, pair_files, tmp_path):
 
 
 def test_cli_trains_a_reward_model(base, pair_files, tmp_path, monkeypatch):
-    from groklm import cli
+    from groklm.cli.main import main
 
     train_file, _ = pair_files
     out = tmp_path / "rm"
-    cli.main(["reward", str(base), "--data", str(train_file), "--out", str(out), "--margin", "0.1", "--no-progress",
+    main(["reward", str(base), "--data", str(train_file), "--out", str(out), "--margin", "0.1", "--no-progress",
               "--set", "max_iters=2", "eval_interval=2", "eval_iters=1", "batch_size=2", "device=cpu"])
     config = json.loads((out / "config.json").read_text())
     assert config["reward"]["margin"] == 0.1 and config["train"]["max_iters"] == 2
     with pytest.raises(SystemExit) as error:  # the run exists: a clean error, exit status 1
-        cli.main(["reward", str(base), "--data", str(train_file), "--out", str(out)])
+        main(["reward", str(base), "--data", str(train_file), "--out", str(out)])
     assert error.value.code == 1
 
 
@@ -197,7 +148,7 @@ def test_bad_data_and_settings_are_clear_errors(base, pair_files, tmp_path):
         train_reward(base, str(train_file), tmp_path / "f", overrides={**fast, "n_layer": 3}, progress=False)
     with pytest.raises(ConfigError, match="--data"):
         train_reward(base, None, tmp_path / "g", overrides=fast, progress=False)
-    no_tokenizer = make_base(tmp_path / "bare")
+    no_tokenizer = preference_base(tmp_path / "bare")
     for path in (no_tokenizer / "tokenizer").iterdir():
         path.unlink()
     (no_tokenizer / "tokenizer").rmdir()

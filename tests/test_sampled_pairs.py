@@ -7,14 +7,15 @@ import pytest
 import groklm
 from groklm.data.chat_data import load_preferences_jsonl
 from groklm.data.sampled_pairs import sample_pairs
-from groklm.data.synthetic import verify
 from groklm.errors import ConfigError
-from test_ppo import make_run  # noqa: F401
+from groklm.tasks import verify
+
+from helpers.runs import tiny_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("pairs") / "run", block_size=256)
+    return tiny_run(tmp_path_factory.mktemp("pairs") / "run", block_size=256)
 
 
 def test_pairs_reject_wrong_samples_and_choose_right_ones(run):

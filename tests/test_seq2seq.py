@@ -10,8 +10,18 @@ import torch
 
 from groklm.cli.main import main
 from groklm.errors import CheckpointError, ConfigError
-from groklm.model.seq2seq import (BOS, EOS, FIRST_SYMBOL, Seq2Seq, Seq2SeqConfig, TaskConfig, exact_match_by_length,
-                                  make_batch, symbol_names, transduce)
+from groklm.model.seq2seq import (
+    BOS,
+    EOS,
+    FIRST_SYMBOL,
+    Seq2Seq,
+    Seq2SeqConfig,
+    TaskConfig,
+    exact_match_by_length,
+    make_batch,
+    symbol_names,
+    transduce,
+)
 from groklm.train.seq2seq import evaluate_runs, load_seq2seq, train_seq2seq
 
 # Reversal of up to 10 symbols: long enough for the fixed-size state to fail, learnable with
@@ -108,7 +118,7 @@ def test_train_and_eval_commands_write_run_dirs_accuracy_and_alignment(tmp_path,
     main(["seq2seq", "train", "--out", str(tmp_path / "attn"), "--no-progress", "--set", *settings])
     main(["seq2seq", "train", "--out", str(tmp_path / "plain"), "--no-progress", "--set", *settings, "attention=false"])
     config = json.loads((tmp_path / "attn" / "config.json").read_text())
-    assert config["arch"] == "seq2seq" and config["task"]["max_len"] == 10 and config["model"]["vocab_size"] == 12
+    assert config["arch"] == "seq2seq" and config["data"]["task"]["max_len"] == 10 and config["model"]["vocab_size"] == 12
     records = [json.loads(line) for line in (tmp_path / "attn" / "metrics.jsonl").read_text().splitlines()]
     assert "val_token_accuracy" in records[-1] and (tmp_path / "attn" / "loss.png").is_file()
     capsys.readouterr()

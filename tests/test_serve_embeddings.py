@@ -7,18 +7,18 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
-from serving import make_server_run
 
+from groklm.apps.rag.embed import Embedder
 from groklm.infer.engine import AsyncEngine, Engine
 from groklm.serve.api import create_app
+
+from helpers.servers import make_server_run
 
 openai = pytest.importorskip("openai")
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from groklm.apps.rag.embed import Embedder
-
     return Embedder.default()
 
 

@@ -14,7 +14,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving import KEY, MAX_BATCH, MAX_BODY, MODEL, shared_server, wait_idle
+
+from groklm.cli.main import build_parser
+from groklm.serve.api import create_app
+from groklm.tokenizer.char import CharTokenizer
+
+from helpers.servers import KEY, MAX_BATCH, MAX_BODY, MODEL, shared_server, wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -221,9 +226,6 @@ def test_random_bodies_never_give_500(http, body):
 
 def test_a_server_bug_is_a_generic_500_without_details():
     """An engine that crashes: the client gets a bare 500, no traceback or exception text."""
-    from groklm.serve.api import create_app
-    from groklm.tokenizer.char import CharTokenizer
-
     class Broken:
         def __init__(self):
             self.engine = type("E", (), {"tokenizer": CharTokenizer("abcdefghijklmnopqrstuvwxyz \n"),
@@ -251,8 +253,6 @@ def test_a_server_bug_is_a_generic_500_without_details():
 
 
 def test_the_server_binds_loopback_by_default():
-    from groklm.cli.main import build_parser
-
     args = build_parser().parse_args(["serve", "some/run"])
     assert args.host == "127.0.0.1" and args.port == 8000
 

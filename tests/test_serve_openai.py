@@ -17,11 +17,12 @@ import jsonschema
 import pytest
 import regex
 from outlines_core.json_schema import build_regex_from_schema
-from serving import KEY, MODEL, shared_server, wait_idle
 
 from groklm.infer.engine import Engine, SamplingParams
 from groklm.serve.generation import ANY_JSON_OBJECT
 from groklm.tokenizer.chat import render_prompt
+
+from helpers.servers import KEY, MODEL, shared_server, wait_idle
 
 openai = pytest.importorskip("openai")
 

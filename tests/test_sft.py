@@ -15,33 +15,27 @@ import torch
 import torch.nn.functional as F
 
 import groklm
+from groklm.cli.train import register_sft
 from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model import GPT, GPTConfig
 from groklm.model.gpt import IGNORE_INDEX
-from groklm.rundir import save_weights, write_json
 from groklm.tokenizer import load_tokenizer
 from groklm.tokenizer.base import IM_END, IM_START
 from groklm.tokenizer.char import CharTokenizer
 from groklm.tokenizer.chat import render_chat
 from groklm.train.packing import batch_rows, conversation_example, pack
-from groklm.train.sft import build_rows, load_records, register, sft
+from groklm.train.sft import build_rows, load_records, sft
+
+from helpers.runs import read_metrics, tiny_run
 
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789+=?!., \n"
 FAST = {"max_iters": 6, "batch_size": 4, "eval_interval": 3, "eval_iters": 2, "log_interval": 1,
         "warmup_iters": 2, "device": "cpu"}
 
 
-def make_base(path: Path, block_size: int = 80, vocab_size: int | None = None) -> Path:
-    """A run directory holding a random-init tiny GPT and a character tokenizer."""
-    tokenizer = CharTokenizer(sorted(CHARS))
-    torch.manual_seed(0)
-    config = GPTConfig(vocab_size=vocab_size or tokenizer.vocab_size, block_size=block_size,
-                       n_layer=1, n_head=2, n_embd=32)
-    path.mkdir(parents=True)
-    save_weights(GPT(config), path / "model.safetensors")
-    write_json(path / "config.json", {"model": config.to_dict(), "train": {}, "stage": "pretrain", "arch": "gpt"})
-    tokenizer.save(path / "tokenizer")
-    return path
+def make_base(path: Path, vocab_size: int | None = None) -> Path:
+    """The SFT tests' base: a random-init tiny GPT and a character tokenizer over CHARS."""
+    return tiny_run(path, CHARS, block_size=80, n_embd=32, vocab_size=vocab_size)
 
 
 def chats(n: int, seed: int = 0) -> list[dict]:
@@ -61,10 +55,6 @@ def chats(n: int, seed: int = 0) -> list[dict]:
 def write_jsonl(path: Path, records: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 # ---- the loss mask ----------------------------------------------------------------------------
@@ -171,7 +161,7 @@ def test_sft_learns_and_writes_a_loadable_run(tmp_path):
     assert records[-1]["loss"] < 0.6 * records[0]["loss"]  # the assistant tokens' loss falls clearly
     assert records[-1]["val_loss"] < records[0]["loss"]
     config = json.loads((run / "config.json").read_text())
-    assert config["stage"] == "sft" and config["arch"] == "gpt" and config["base_run"] == str(base.resolve())
+    assert config["stage"] == "sft" and config["arch"] == "gpt" and config["parent"] == str(base.resolve())
     assert config["model"] == json.loads((base / "config.json").read_text())["model"]
     assert config["data"]["conversations"] + config["data"]["val_conversations"] == 200
     assert config["train"]["lr"] == 3e-3 and config["train"]["weight_decay"] == 0.0  # SFT default kept
@@ -181,7 +171,7 @@ def test_sft_learns_and_writes_a_loadable_run(tmp_path):
     assert not torch.equal(model.wte.weight, GPT.from_run(base).wte.weight)
     # An SFT run is itself a base run for another round.
     again = sft(run, chats(20, seed=1), tmp_path / "sft2", overrides={**FAST, "max_iters": 2}, progress=False)
-    assert json.loads((again / "config.json").read_text())["base_run"] == str(run.resolve())
+    assert json.loads((again / "config.json").read_text())["parent"] == str(run.resolve())
 
 
 def test_resumed_sft_matches_an_uninterrupted_run(tmp_path):
@@ -256,7 +246,7 @@ def test_bad_input_gives_clear_errors(tmp_path):
         sft(base, good, tmp_path / "g", overrides={"n_layer": 3}, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         sft(base, good, tmp_path / "c", overrides=FAST, progress=False)
-    with pytest.raises(ConfigError, match="not an SFT run"):
+    with pytest.raises(ConfigError, match="not one of stage 'sft'"):
         sft(None, good, base, resume=True, progress=False)
     small = make_base(tmp_path / "small", vocab_size=len(CHARS) + 1)  # no embedding rows for the chat tokens
     with pytest.raises(ConfigError, match="no embedding for the chat tokens"):
@@ -267,10 +257,10 @@ def test_bad_input_gives_clear_errors(tmp_path):
 def test_cli(tmp_path, monkeypatch, capsys):
     import argparse
 
-    from groklm import cli
+    from groklm.cli.main import main
 
     parser = argparse.ArgumentParser(prog="groklm")
-    register(parser.add_subparsers())
+    register_sft(parser.add_subparsers())
     args = parser.parse_args(["sft", "R", "--data", "synthetic:spam", "--out", "O", "--set", "lr=1e-4", "--resume"])
     assert (args.run, args.data, args.out, args.overrides, args.resume) == ("R", "synthetic:spam", "O", ["lr=1e-4"], True)
     assert args.synthetic_chatty == 0.0
@@ -279,8 +269,8 @@ def test_cli(tmp_path, monkeypatch, capsys):
     base = make_base(tmp_path / "base")
     data = write_jsonl(tmp_path / "chats.jsonl", chats(30))
     sets = [f"{k}={v}" for k, v in {**FAST, "max_iters": 3}.items()]
-    cli.main(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress", "--set", *sets])
+    main(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress", "--set", *sets])
     assert "step 3" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["sft", str(tmp_path / "nowhere"), "--data", str(data), "--out", str(tmp_path / "x")])
+        main(["sft", str(tmp_path / "nowhere"), "--data", str(data), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from groklm.errors import ConfigError
-from groklm.data.synthetic import TASKS, verify
 from groklm.experiments.speedrun import CHATTY_DEMONSTRATIONS, SAMPLES_PER_PROBLEM, speedrun, stage_overrides
+from groklm.tasks import TASKS, verify
 
 STEPS = {"eval_iters": 2, "batch_size": 4, "warmup_iters": 1}
 SMALL = {

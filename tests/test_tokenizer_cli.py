@@ -76,7 +76,8 @@ def test_import(tmp_path, capsys):
 
     hf = tokenizers.Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    hf.train_from_iterator([TEXT], trainer)
     hf.save(str(tmp_path / "tokenizer.json"))
     code, out, _ = run(capsys, "tokenizer", "import", str(tmp_path / "tokenizer.json"), "--out", str(tmp_path / "ours"))
     assert code == 0
@@ -122,7 +123,8 @@ def test_replace_non_utf8(tmp_path, capsys):
 def test_real_entry_point(tmp_path, corpus):
     """`python -m groklm tokenizer ...` end to end, in a process of its own."""
     result = subprocess.run(
-        [sys.executable, "-m", "groklm", "tokenizer", "train", "--input", str(tmp_path / "missing"), "--vocab-size", "300", "--out", str(tmp_path / "t")],
+        [sys.executable, "-m", "groklm", "tokenizer", "train", "--input", str(tmp_path / "missing"), "--vocab-size", "300",
+         "--out", str(tmp_path / "t")],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 1 and "input not found" in result.stderr and "Traceback" not in result.stderr

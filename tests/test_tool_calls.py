@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from groklm.data.synthetic import format_call as synthetic_call
 from groklm.errors import DataError
+from groklm.infer.constrain import Grammar
+from groklm.infer.requests import reply_grammar
+from groklm.infer.schema_regex import schema_regex
 from groklm.infer.tool_calls import (
     TOOLS_HEADER,
     ReplyParser,
-    Tool,
+    ToolSpec,
     call_regex,
     check_tools,
     format_call,
@@ -116,8 +118,8 @@ def test_replies_split_into_content_and_calls():
     content, calls = parse_reply('Let me look.\n\nCALL calculator({"expr":"1+1"})\n CALL get_weather({"city":"Rome"})\n',
                                  TOOLS)
     assert content == "Let me look." and [c.name for c in calls] == ["calculator", "get_weather"]
-    # the synthetic task's bare-argument call works for a one-parameter tool
-    _, calls = parse_reply(synthetic_call("17*3"), TOOLS)
+    # a bare argument works for a one-parameter tool
+    _, calls = parse_reply("CALL calculator(17*3)", TOOLS)
     assert json.loads(calls[0].arguments) == {"expr": "17*3"}
     # not calls: unknown tool, arguments that are not an object, prose mentioning CALL, no tools
     for text in ['CALL nope({"a": 1})', "CALL get_weather([1, 2])", "CALL get_weather()", "CALLS are fun",
@@ -170,12 +172,30 @@ def test_call_regex_accepts_exactly_valid_calls():
     assert json.loads(parse_reply(line, TOOLS)[1][0].arguments) == {"city": "Lima", "unit": "f"}
 
 
-def test_call_regex_compiles_for_a_tokenizer():
-    from groklm.infer.constrain import Grammar
+CALL_TOKENIZER = CharTokenizer(sorted(set(" (){}[]:,\"'_-.+*0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\\")))
 
-    tokenizer = CharTokenizer(sorted(set(" (){}[]:,\"'_-.+*0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\\")))
-    state = Grammar.from_regex(call_regex([Tool("calculator", "", CALC["function"]["parameters"])]), tokenizer).start()
+
+def test_call_regex_compiles_for_a_tokenizer():
+    tokenizer = CALL_TOKENIZER
+    state = Grammar.from_regex(call_regex([ToolSpec("calculator", "", CALC["function"]["parameters"])]), tokenizer).start()
     for token in tokenizer.encode('CALL calculator({"expr": "2*3"})'):
         assert state.allowed(tokenizer.vocab_size)[token]
         state.advance(token)
     assert state.complete
+
+
+def test_one_translation_of_a_request_into_a_grammar():
+    """reply_grammar (groklm.infer.requests), behind the server and the apps' backends: a forced
+    call wins, then a JSON schema, then a regex; a free reply has no grammar."""
+    tokenizer = CALL_TOKENIZER
+    tools = check_tools([CALC])
+    assert reply_grammar(tokenizer) is None
+    assert reply_grammar(tokenizer, tools, "auto") is None  # the model may call, or not
+    forced = reply_grammar(tokenizer, tools, "required", json_schema={"type": "integer"})
+    assert forced.pattern == call_regex(tools)
+    named = reply_grammar(tokenizer, tools, {"type": "function", "function": {"name": "calculator"}})
+    assert named.pattern == call_regex(tools)
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 3}}, "required": ["n"]}
+    assert reply_grammar(tokenizer, tools, "auto", json_schema=schema).pattern == schema_regex(schema)
+    assert reply_grammar(tokenizer, regex="[0-9]+").pattern == "[0-9]+"
+

@@ -9,43 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from groklm.data.shards import META_FILE, ShardWriter
 from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model import GPT, GPTConfig
-from groklm.rundir import write_json
 from groklm.train.config import PRESETS, TrainConfig, parse_set_args, preset, split_overrides
 from groklm.train.loop import lr_at, param_groups
 from groklm.train.pretrain import pretrain
 
-REPO = Path(__file__).resolve().parent.parent
-# A model small enough that a step takes a few milliseconds.
-TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4, "max_iters": 30,
-        "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "warmup_iters": 5, "device": "cpu"}
-
-
-def make_data(directory: Path, n_tokens: int = 5000, vocab: int = 50, val_fraction: float = 0.1, seed: int = 0) -> Path:
-    """Shards of a learnable sequence (a noisy counter mod vocab) plus meta.json."""
-    rng = np.random.default_rng(seed)
-    tokens = (np.arange(n_tokens) + (rng.random(n_tokens) < 0.1)) % vocab
-    writer = ShardWriter(directory, np.uint16)
-    writer.write(tokens)
-    n_train, n_val = writer.finish(val_fraction)
-    write_json(directory / META_FILE, {"vocab_size": vocab, "dtype": "uint16", "train_tokens": n_train, "val_tokens": n_val})
-    return directory
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def cli_env() -> dict:
-    """The environment for `python -m groklm` subprocesses: this checkout, one thread."""
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+from helpers.runs import read_metrics
+from helpers.training import REPO, TINY, cli_env, make_data
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -76,7 +50,7 @@ def test_shakespeare_char_preset_is_nanogpts_cpu_recipe():
 
 def test_set_values_are_parsed_by_field_type():
     model, train = split_overrides(parse_set_args(["lr=3e-4", "max_iters=1e3", "compile=true", "n_layer=2",
-                                                   "lr_decay_iters=none", "bias=0", "device=cpu"]))
+                                                   "lr_decay_iters=none", "bias=0", "device=cpu"]), GPTConfig)
     assert model == {"n_layer": 2, "bias": False}
     assert train == {"lr": 3e-4, "max_iters": 1000, "compile": True, "lr_decay_iters": None, "device": "cpu"}
 
@@ -89,12 +63,12 @@ def test_set_values_are_parsed_by_field_type():
 ])
 def test_bad_set_values_raise_config_errors(item, message):
     with pytest.raises(ConfigError, match=message):
-        split_overrides(parse_set_args([item]))
+        split_overrides(parse_set_args([item]), GPTConfig)
 
 
 def test_unknown_key_error_lists_known_keys():
     with pytest.raises(ConfigError) as info:
-        split_overrides({"nope": "1"})
+        split_overrides({"nope": "1"}, GPTConfig)
     assert "batch_size" in str(info.value) and "n_embd" in str(info.value)
 
 

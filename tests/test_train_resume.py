@@ -9,7 +9,9 @@ import sys
 import time
 
 from groklm.train.pretrain import pretrain
-from test_train import REPO, TINY, cli_env, make_data, read_metrics  # noqa: F401
+
+from helpers.runs import read_metrics
+from helpers.training import REPO, TINY, cli_env, make_data
 
 # Dropout on, so that the restored RNG state matters as much as the weights and optimizer.
 RUN = {**TINY, "max_iters": 400, "eval_interval": 20, "log_interval": 1, "dropout": 0.1}

@@ -37,10 +37,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from groklm.apps.backends import Backend, Usage
-from groklm.infer.schema_regex import schema_regex
 from groklm.apps.tools import Tool, as_tools, run_tool
 from groklm.apps.tracing import span
 from groklm.errors import ConfigError
+from groklm.infer.schema_regex import schema_regex
 
 MODES = ("auto", "react", "native")
 OBSERVATION = "Observation:"

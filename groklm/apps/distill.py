@@ -21,7 +21,6 @@ sense available without human labels. The report also times both on the same hel
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -33,8 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
 
+from groklm.apps.backends import load_backend
+from groklm.apps.rag.embed import default_model_dir, mean_pool, pad
+from groklm.apps.structured import classify
 from groklm.errors import CheckpointError, ConfigError, DataError
+from groklm.jsonl import read_jsonl
+from groklm.model.encoder import Encoder, EncoderConfig
+from groklm.model.weights import load_weights
+from groklm.rundir import CHECKPOINT_DIR, WEIGHTS_FILE, RunDir, read_config, write_json
+from groklm.tokenizer.wordpiece import WordPieceTokenizer
+from groklm.train.config import TrainConfig, split_overrides
+from groklm.train.stage import Place, run_stage, seed_everything
 
 STAGE = "distill"
 ARCH = "encoder-classifier"
@@ -58,29 +71,25 @@ def read_texts(path: str | Path) -> list[str]:
     """The texts of a .jsonl file ({"text": ...} per line) or of any other file (one per line),
     without blank lines and repeats (a repeated text would land on both sides of the split)."""
     path = Path(path)
-    if not path.is_file():
+    if path.suffix == ".jsonl":
+        lines = read_jsonl(path, _text_of, allow_empty=True)
+    elif not path.is_file():
         raise DataError(f"{path} does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text: {error}") from error
-    texts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not valid JSON ({error})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
-                raise DataError(f'{path}:{number}: expected an object with a non-empty "text" string')
-            line = record["text"]
-        texts.append(line.strip())
-    texts = list(dict.fromkeys(texts))
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path} is not UTF-8 text: {error}") from error
+    texts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
     if len(texts) < 2:
         raise DataError(f"{path} has {len(texts)} distinct text(s); distilling needs at least 2 (to train on and to hold out)")
     return texts
+
+
+def _text_of(record: object) -> str:
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
+        raise DataError('expected an object with a non-empty "text" string')
+    return record["text"]
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -113,10 +122,6 @@ def teacher_labels(backend, name: str, texts: list[str], labels: list[str], cach
     Answers are appended to `cache` (JSONL) as they come, so an interrupted or repeated run
     asks only for what is missing. A cached answer counts only if it came from the same
     teacher, labels and instructions."""
-    from tqdm import tqdm
-
-    from groklm.apps.structured import classify
-
     asked = {"teacher": name, "labels": labels, "instructions": instructions}
     known = read_cache(cache, asked)
     missing = [text for text in texts if text not in known]
@@ -136,15 +141,13 @@ def read_cache(cache: Path, asked: dict) -> dict[str, dict]:
     known: dict[str, dict] = {}
     if not cache.is_file():
         return known
-    for number, line in enumerate(cache.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short when a run was killed: that text is asked again
-        if not isinstance(record, dict) or any(record.get(k) != v for k, v in asked.items()):
+    # A line cut short when a run was killed is skipped (with a warning): that text is asked again.
+    for record in read_jsonl(cache, skip_bad_lines=True, allow_empty=True):
+        if any(record.get(k) != v for k, v in asked.items()):
             continue
         if record.get("label") not in asked["labels"] or not isinstance(record.get("text"), str):
-            raise DataError(f"{cache}:{number}: label {record.get('label')!r} is not one of {asked['labels']}")
+            raise DataError(f"{cache}: label {record.get('label')!r} is not one of {asked['labels']} "
+                            f"(cached for the text {record.get('text')!r})")
         known[record["text"]] = record
     return known
 
@@ -154,15 +157,11 @@ def read_cache(cache: Path, asked: dict) -> dict[str, dict]:
 
 def classifier(encoder, n_labels: int):
     """The student's weights as one module (one safetensors file): an encoder and a linear head."""
-    from torch import nn
-
     return nn.ModuleDict({"encoder": encoder, "head": nn.Linear(encoder.config.n_embd, n_labels)})
 
 
 def class_logits(net, ids, mask):
     """(B, T) ids and mask -> (B, n_labels): encode, average the real tokens' vectors, project."""
-    from groklm.apps.rag.embed import mean_pool
-
     return net["head"](mean_pool(net["encoder"](ids, attention_mask=mask), mask))
 
 
@@ -176,28 +175,21 @@ class Student:
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu") -> Student:
         """A student saved by `distill` (config.json, model.safetensors, tokenizer/)."""
-        from groklm.model.encoder import Encoder, EncoderConfig
-        from groklm.rundir import WEIGHTS_FILE, load_weights, read_config
-        from groklm.tokenizer.wordpiece import WordPieceTokenizer
-
         run = Path(run)
         config = read_config(run)
         if config.get("arch") != ARCH:
             raise CheckpointError(f"{run} is not a distilled student (its arch is {config.get('arch')!r}); make one with `groklm distill`")
-        net = classifier(Encoder(EncoderConfig(**config["model"])), len(config["labels"]))
+        net = classifier(Encoder(EncoderConfig(**config["model"])), len(config[STAGE]["labels"]))
         load_weights(net, run / WEIGHTS_FILE)
         tokenizer = WordPieceTokenizer.from_hf_file(run / TOKENIZER_FILE)
-        return cls(net.to(device).eval(), tokenizer, config["labels"], config["max_length"])
+        settings = config[STAGE]
+        return cls(net.to(device).eval(), tokenizer, settings["labels"], settings["max_length"])
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.tokenizer.encode_for_model(text, self.max_length) for text in texts]
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> tuple[list[str], np.ndarray]:
         """(a label per text, (n, n_labels) probabilities in the order of self.labels)."""
-        import torch
-
-        from groklm.apps.rag.embed import pad
-
         ids = self.encode(texts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch: little padding
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
@@ -212,10 +204,6 @@ class Student:
 
 def new_student(kind: str, labels: list[str], max_length: int, model_overrides: dict) -> Student:
     """MiniLM's encoder, or a small random one on MiniLM's vocabulary, with a fresh head."""
-    from groklm.apps.rag.embed import default_model_dir
-    from groklm.model.encoder import Encoder, EncoderConfig
-    from groklm.tokenizer.wordpiece import WordPieceTokenizer
-
     if kind == "minilm":
         if model_overrides:
             raise ConfigError(f"model settings ({', '.join(model_overrides)}) apply to --student scratch only")
@@ -236,8 +224,6 @@ def new_student(kind: str, labels: list[str], max_length: int, model_overrides: 
 def train_config(kind: str, n_train: int, n_held: int, epochs: float, overrides: dict):
     """The shared loop's TrainConfig: the student's defaults, a schedule of `epochs` passes over
     the training texts with an evaluation on all held-out texts after each, then `overrides`."""
-    from groklm.train.config import TrainConfig
-
     if not epochs > 0:
         raise ConfigError(f"--epochs must be > 0, got {epochs}")
     batch = overrides.get("batch_size", TRAIN_DEFAULTS[kind]["batch_size"]) * overrides.get("grad_accum", 1)
@@ -251,10 +237,6 @@ def train_config(kind: str, n_train: int, n_held: int, epochs: float, overrides:
 def make_batches(ids: list[list[int]], targets: list[int], cfg, pad_id: int):
     """batches(step, micros): the shared loop's batch function. Every epoch visits each training
     text once in its own seeded order; batches are a function of the step, like pretraining's."""
-    import torch
-
-    from groklm.apps.rag.embed import pad
-
     def order(epoch: int) -> list[int]:
         return random.Random(cfg.seed * 1_000_003 + epoch).sample(range(len(ids)), len(ids))
 
@@ -269,10 +251,6 @@ def make_batches(ids: list[list[int]], targets: list[int], cfg, pad_id: int):
 
 
 def make_val_batch(ids: list[list[int]], targets: list[int], batch_size: int, pad_id: int):
-    import torch
-
-    from groklm.apps.rag.embed import pad
-
     def val_batch(i: int):
         rows = range(i * batch_size, min((i + 1) * batch_size, len(ids)))
         batch, mask = pad([ids[r] for r in rows], pad_id, "cpu")
@@ -283,8 +261,6 @@ def make_val_batch(ids: list[list[int]], targets: list[int], batch_size: int, pa
 
 def classification_loss(net, batch):
     """Cross-entropy against the teacher's labels; accuracy here is agreement with the teacher."""
-    import torch.nn.functional as F
-
     ids, mask, targets = batch
     logits = class_logits(net, ids, mask).float()
     return F.cross_entropy(logits, targets), {"accuracy": (logits.argmax(-1) == targets).float().mean()}
@@ -296,18 +272,9 @@ def distill(teacher, data: str | Path, labels: str | Sequence[str], out: str | P
             progress: bool = True) -> dict:
     """Label `data` with `teacher` (a backend spec or a Backend), train a `student` on the labels,
     compare the two on the held-out texts; writes the run directory `out`, returns the report."""
-    from groklm.apps.backends import load_backend
-    from groklm.apps.rag.embed import default_model_dir
-    from groklm.model.encoder import EncoderConfig
-    from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, write_json
-    from groklm.train.config import TrainConfig, split_overrides
-    from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, resolve_device, train_and_save
-    from groklm.train.pretrain import seed_everything
-
     if student not in STUDENTS:
         raise ConfigError(f"unknown student {student!r}; students: {', '.join(STUDENTS)}")
-    labels, texts, out = parse_labels(labels), read_texts(data), Path(out)
+    labels, texts, run = parse_labels(labels), read_texts(data), RunDir(out)
     model_overrides, train_overrides = split_overrides(overrides or {}, EncoderConfig)
     train_texts, held_texts = split(texts, held_out, train_overrides.get("seed", TrainConfig.seed))
     cfg = train_config(student, len(train_texts), len(held_texts), epochs, train_overrides)
@@ -315,40 +282,38 @@ def distill(teacher, data: str | Path, labels: str | Sequence[str], out: str | P
     s = new_student(student, labels, max_length, model_overrides)  # before the teacher: settings fail fast
     backend = load_backend(teacher)
     name = teacher if isinstance(teacher, str) else f"{backend.kind}:{backend.model}"
-    cache = Path(labels_cache) if labels_cache else out / LABELS_FILE
+    cache = Path(labels_cache) if labels_cache else run.path / LABELS_FILE
     answers = teacher_labels(backend, name, texts, labels, cache, instructions, progress)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, {
-        "model": asdict(s.net["encoder"].config), "train": cfg.to_dict(), "stage": STAGE, "arch": ARCH,
-        "student": student, "labels": labels, "max_length": max_length,
-        "teacher": name, "instructions": instructions,
-        "data": {"path": str(data), "texts": len(texts), "train": len(train_texts), "held_out": len(held_texts),
-                 "labels_cache": str(cache)},
-    })
-    (out / "tokenizer").mkdir(exist_ok=True)
-    shutil.copyfile(default_model_dir() / "tokenizer.json", out / TOKENIZER_FILE)  # both students read MiniLM's vocabulary
-
-    device = resolve_device(cfg)
-    s.net.to(device)
     target = {text: labels.index(answers[text]["label"]) for text in texts}
     train_ids, held_ids = s.encode(train_texts), s.encode(held_texts)
     pad_id = s.tokenizer.pad_id
-    # One process: the teacher is asked text by text, so there is nothing to share out.
-    setup = Setup(model=s.net, batches=make_batches(train_ids, [target[t] for t in train_texts], cfg, pad_id),
-                  val_batch=make_val_batch(held_ids, [target[t] for t in held_texts], cfg.batch_size, pad_id),
-                  tokens_per_micro=round(cfg.batch_size * sum(map(len, train_ids)) / len(train_ids)),
-                  run_dir=out, dist=Distributed(), device=device, loss_fn=classification_loss)
-    train_and_save(cfg, setup, f"distill {out.name}", progress=progress)
-    # A student is retrained from the cached labels in minutes, so there is no resume, and the
-    # optimizer state (twice the weights) would only take up disk.
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    config = {"stage": STAGE, "parent": None, "arch": ARCH, "model": asdict(s.net["encoder"].config), "train": cfg.to_dict(),
+              "data": {"path": str(data), "texts": len(texts), "train": len(train_texts), "held_out": len(held_texts),
+                       "labels_cache": str(cache)},
+              STAGE: {"student": student, "labels": labels, "max_length": max_length, "teacher": name,
+                      "instructions": instructions}}
+
+    def build(place: Place):
+        return place.setup(s.net.to(place.device), make_batches(train_ids, [target[t] for t in train_texts], cfg, pad_id),
+                           make_val_batch(held_ids, [target[t] for t in held_texts], cfg.batch_size, pad_id),
+                           tokens_per_micro=round(cfg.batch_size * sum(map(len, train_ids)) / len(train_ids)),
+                           loss_fn=classification_loss)
+
+    # A fresh run every time, over an earlier one if need be: the labels are cached, and a
+    # student is retrained from them in minutes. One process: the teacher was asked text by
+    # text, so there is nothing to share out. Both students read MiniLM's vocabulary.
+    run_stage(run, config, cfg, build, resume=False, progress=progress, tokenizer=default_model_dir() / "tokenizer.json",
+              distributed=False)
+    device = next(s.net.parameters()).device
+    # There is no resume, so the optimizer state (twice the weights) would only take up disk.
+    shutil.rmtree(run.path / CHECKPOINT_DIR, ignore_errors=True)
     s.net.eval()
     report = {"teacher": name, "student": student, "labels": labels, "train_texts": len(train_texts),
               "student_params": sum(p.numel() for p in s.net.parameters()), "student_device": str(device),
               **agreement(s, [answers[t] for t in held_texts]), **speeds(backend, s, held_texts, instructions)}
-    write_json(out / "report.json", report)
-    (out / "report.md").write_text(report_markdown(report, out))
+    write_json(run.path / "report.json", report)
+    (run.path / "report.md").write_text(report_markdown(report, run.path))
     return report
 
 
@@ -374,8 +339,6 @@ def speeds(backend, s: Student, texts: list[str], instructions: str | None) -> d
     """Items/s of teacher and student on the same held-out texts, timed back to back so that
     both see the same machine. The teacher answers one classify() call per text, as an
     application asks it; the student is timed that way too, and batched."""
-    from groklm.apps.structured import classify
-
     texts = texts[:TIMED]
 
     def rate(run) -> float:
@@ -404,7 +367,8 @@ on {report['train_texts']} teacher-labelled texts; compared on {report['held_out
 | agreement with the teacher | {report['agreement']:.3f} |
 | always the most common label | {report['majority_baseline']:.3f} |
 | teacher items/s (one classify() call per text) | {report['teacher_items_per_s']:.1f} |
-| student items/s, one text per call ({report['student_device']}) | {report['student_items_per_s_one_by_one']:.1f} ({report['speedup_one_by_one']:.1f}x) |
+| student items/s, one text per call ({report['student_device']}) | \
+{report['student_items_per_s_one_by_one']:.1f} ({report['speedup_one_by_one']:.1f}x) |
 | student items/s, batched ({report['student_device']}) | {report['student_items_per_s']:.1f} ({report['speedup']:.1f}x) |
 
 Speeds were timed back to back on the same {report['timed_texts']} held-out texts.
@@ -415,41 +379,3 @@ Speeds were timed back to back on the same {report['timed_texts']} held-out text
 
 Loss curves: loss.png (val_accuracy in metrics.jsonl is the agreement after each epoch).
 """
-
-
-# ---- command line -----------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "distill", help="label texts with a big model, train a small encoder classifier on its labels",
-        description="Distillation: TEACHER (local:RUN, hf:DIR or openai:URL#MODEL) labels every text of --data with "
-        "classify(); a small encoder classifier (MiniLM, or a random encoder with --student scratch) is fine-tuned "
-        "on those labels; agreement with the teacher on held-out texts and items/s of both go to OUT/report.md. "
-        "Load the student with groklm.apps.distill.Student.load(OUT).predict(texts).")
-    parser.add_argument("--teacher", required=True, metavar="SPEC", help="local:RUN_DIR, hf:CHECKPOINT_DIR or openai:BASE_URL#MODEL")
-    parser.add_argument("--data", required=True, metavar="FILE", help='texts: {"text": ...} per line (.jsonl) or one text per line')
-    parser.add_argument("--labels", required=True, metavar="A,B,...", help='the labels, comma-separated, e.g. "spam,not spam"')
-    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-    parser.add_argument("--student", choices=STUDENTS, default="minilm", help="start from all-MiniLM-L6-v2 (default) or random weights")
-    parser.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION", help="share of texts held out for the comparison (0.2)")
-    parser.add_argument("--epochs", type=float, default=3, help="passes over the training texts (3)")
-    parser.add_argument("--labels-cache", metavar="FILE", help=f"the teacher's answers, reused and extended (default OUT/{LABELS_FILE})")
-    parser.add_argument("--instructions", metavar="TEXT", help='the question put before each text (default "Classify this text as A or B.")')
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per text; longer texts are cut (128)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="a training setting (lr=3e-4, batch_size=32) or, with --student scratch, a model one (n_layer=1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run_distill)
-
-
-def run_distill(args: argparse.Namespace) -> None:
-    from groklm.train.config import parse_set_args
-
-    report = distill(args.teacher, args.data, args.labels, args.out, student=args.student, held_out=args.held_out,
-                     epochs=args.epochs, labels_cache=args.labels_cache, instructions=args.instructions,
-                     max_length=args.max_length, overrides=parse_set_args(args.overrides), progress=not args.no_progress)
-    print(f"{args.out}: agreement with the teacher {report['agreement']:.3f} on {report['held_out']} held-out texts "
-          f"(most common label alone: {report['majority_baseline']:.3f}); student {report['student_items_per_s']:.1f} "
-          f"items/s batched, {report['student_items_per_s_one_by_one']:.1f} one by one, vs teacher "
-          f"{report['teacher_items_per_s']:.1f} ({report['speedup']:.1f}x, {report['speedup_one_by_one']:.1f}x)")

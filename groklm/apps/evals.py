@@ -32,9 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+from tqdm import tqdm
+
 from groklm.apps.backends import Backend, Usage
+from groklm.apps.structured import classify
 from groklm.apps.tracing import span
 from groklm.errors import ConfigError, DataError
+from groklm.jsonl import read_jsonl
+from groklm.rundir import atomic_path, write_json
 
 
 def load_cases(source: str | Path | Sequence[dict]) -> list[dict]:
@@ -45,14 +51,7 @@ def load_cases(source: str | Path | Sequence[dict]) -> list[dict]:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"dataset {path} does not exist")
-        cases = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                cases.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {number}: not JSON ({error.msg})") from None
+        cases = read_jsonl(path, allow_empty=True)
     if not cases:
         raise DataError("the dataset has no cases")
     bad = next((i for i, c in enumerate(cases) if not isinstance(c, dict)), None)
@@ -132,8 +131,6 @@ def schema(model: Any, name: str = "schema") -> Check:
             except json.JSONDecodeError:
                 return 0.0
     else:
-        from pydantic import TypeAdapter, ValidationError
-
         adapter = TypeAdapter(model)
 
         def valid(output: str, case: dict) -> float:
@@ -155,7 +152,6 @@ JUDGE_RUBRIC = "Is the answer correct and responsive to the question? Answer pas
 
 def judge(backend: Backend, rubric: str = JUDGE_RUBRIC, name: str = "judge") -> Check:
     """An LLM judge: the score is its probability of "pass" (or 1/0 without logprobs)."""
-    from groklm.apps.structured import classify
 
     def score(output: str, case: dict) -> float:
         parts = [f"Question: {case.get('input', '')}"]
@@ -184,7 +180,6 @@ def run_target(target: Target, case: dict) -> tuple[str, Usage]:
 def evaluate(cases: str | Path | Sequence[dict], target: Target, checks: Sequence[Check], name: str = "target",
              progress: bool = False) -> dict:
     """Every case through `target`, scored by every check: {"name", "rows", "summary"}."""
-    from tqdm import tqdm
 
     cases = load_cases(cases)
     if not checks:
@@ -272,7 +267,6 @@ def to_markdown(report: dict) -> str:
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """OUT/report.json and OUT/report.md (written atomically)."""
-    from groklm.rundir import atomic_path, write_json
 
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)

@@ -30,11 +30,14 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from groklm.apps.rag.index import Index
+from groklm.apps.rag.retrieve import search
 from groklm.apps.tracing import clip, span
 from groklm.calculator import evaluate, format_number
 from groklm.errors import ConfigError
@@ -221,10 +224,6 @@ def calculator(expression: str) -> str:
 def search_tool(index, k: int = 3, mode: str = "hybrid", max_chars: int = 600) -> Tool:
     """`search_documents(query)` over a groklm.apps.rag index (an Index, or the path of one):
     the k best passages, each with its source, for the model to read and cite."""
-    from pathlib import Path
-
-    from groklm.apps.rag.index import Index
-    from groklm.apps.rag.retrieve import search
 
     if isinstance(index, (str, Path)):
         index = Index.open(index)

@@ -1,39 +1,20 @@
 """The single `groklm` entry point: one subcommand per stage of a model's life.
 
-Each stage owns a `commands.py` with `register(subparsers)`, which adds its subcommands and
-sets `func` on each parser. Heavy imports (torch, tiktoken) happen inside the handlers, so
-`groklm --help` stays instant.
+Each command family is a module here with `register(subparsers)`, which adds its subcommands
+and sets `func` on each parser. The handlers import what they run (torch, the model, the
+server), so building the parser, `groklm --help` and `groklm tokenizer ...` never load torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from groklm.cli import apps, chat, data, evaluate, experiments, interop, model, rag, serve, tokenizer, train
 from groklm.errors import GroklmError
 
-# The order here is the order of a model's life, and the order `groklm --help` lists them.
-COMMAND_MODULES = [
-    "groklm.tokenizer.commands",
-    "groklm.data.commands",
-    "groklm.train.commands",
-    "groklm.train.sft",
-    "groklm.train.reward",
-    "groklm.train.dpo",
-    "groklm.train.ppo",
-    "groklm.eval.harness",
-    "groklm.infer.chat",
-    "groklm.serve.commands",
-    "groklm.model.commands",
-    "groklm.interop.commands",
-    "groklm.apps.rag.commands",
-    "groklm.apps.commands",
-    "groklm.apps.distill",
-    "groklm.experiments.speedrun",
-    "groklm.experiments.compare",
-    "groklm.train.seq2seq",
-]
+# The order of a model's life, and the order `groklm --help` lists the commands in.
+FAMILIES = (tokenizer, data, train, evaluate, chat, serve, model, interop, rag, apps, experiments)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, align, serve and use a language model you own.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for family in FAMILIES:
+        family.register(subparsers)
     return parser
 
 

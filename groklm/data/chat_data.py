@@ -12,20 +12,17 @@ share (an assistant tool call and its tool result, say) move to the end of the p
 differs must then be one assistant message on each side.
 
 Other keys (such as "task") are kept, so files written by `groklm data synth` round-trip.
-A bad line is a `DataError` that names the file, the line and the problem; with
-skip_bad_lines=True bad lines are skipped instead, with one warning that counts them.
+Both are read by groklm.jsonl.read_jsonl: a bad line is a `DataError` that names the file, the
+line and the problem; with skip_bad_lines=True bad lines are skipped instead, with one warning
+that counts them. (Files of any other JSON objects: `read_jsonl(path)`; writing: `write_jsonl`.)
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
-from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from groklm.errors import DataError
-from groklm.rundir import atomic_path
+from groklm.jsonl import read_jsonl
 from groklm.tokenizer.chat import check_messages
 
 
@@ -66,63 +63,11 @@ def _preference_record(obj: object) -> dict:
     return {**obj, "prompt": prompt, "chosen": chosen[0]["content"], "rejected": rejected[0]["content"]}
 
 
-def _load_jsonl(path: str | os.PathLike, parse: Callable[[object], dict], skip_bad_lines: bool) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    records: list[dict] = []
-    bad: list[int] = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise DataError(f"not valid JSON ({error.msg}, column {error.colno})") from None
-                    records.append(parse(obj))
-                except DataError as error:
-                    if not skip_bad_lines:
-                        raise DataError(f"{path}, line {number}: {error}") from None
-                    bad.append(number)
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    if bad:
-        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        warnings.warn(f"{path}: skipped {len(bad)} bad line{'s' if len(bad) != 1 else ''} (line {shown})", stacklevel=3)
-    if not records:
-        raise DataError(f"{path} has no records" + (" (every line was bad)" if bad else " (empty file)"))
-    return records
-
-
 def load_sft_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
     """SFT conversations: [{"messages": [...]}, ...], each checked and with an assistant turn."""
-    return _load_jsonl(path, _sft_record, skip_bad_lines)
+    return read_jsonl(path, _sft_record, skip_bad_lines)
 
 
 def load_preferences_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
     """Preference pairs: [{"prompt": [messages], "chosen": str, "rejected": str}, ...]."""
-    return _load_jsonl(path, _preference_record, skip_bad_lines)
-
-
-def load_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
-    """Any JSON-object-per-line file (RL prompts, multiple-choice records), unchecked beyond that."""
-
-    def as_object(obj: object) -> dict:
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}")
-        return obj
-
-    return _load_jsonl(path, as_object, skip_bad_lines)
-
-
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write one JSON object per line, atomically (a crash never leaves half a file). Returns the count."""
-    count = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    return read_jsonl(path, _preference_record, skip_bad_lines)

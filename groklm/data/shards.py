@@ -21,9 +21,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from groklm.data.sources import iter_documents, resolve
 from groklm.errors import ConfigError, DataError, GroklmError, TokenizerError
-from groklm.rundir import read_json
+from groklm.rundir import TOKENIZER_DIR, read_json, write_json
+from groklm.tokenizer import CharTokenizer, load_tokenizer
 
 META_FILE = "meta.json"
 SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
@@ -109,8 +113,6 @@ def batch_offsets(seed: int, step: int, count: int, n_tokens: int, block_size: i
 
 def get_batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int):
     """Input and target tensors (len(offsets), block_size), int64, targets shifted by one."""
-    import torch
-
     windows = torch.from_numpy(tokens[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64))
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
@@ -136,11 +138,6 @@ def prepare(
     last `val_fraction` of the token stream: held out from training, and (for a single
     document) later text than anything trained on.
     """
-    from tqdm import tqdm
-
-    from groklm.data.sources import iter_documents, resolve
-    from groklm.rundir import TOKENIZER_DIR, write_json
-
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if not sources:
@@ -184,9 +181,6 @@ def prepare(
 
 def _tokenizer_for(spec: str, sources):
     """Load the tokenizer at `spec`, or fit a character tokenizer when spec is "char"."""
-    from groklm.data.sources import iter_documents
-    from groklm.tokenizer import CharTokenizer, load_tokenizer
-
     if spec == "char":
         return CharTokenizer.train(text for _, text in iter_documents(sources))
     if not Path(spec).exists():

@@ -23,19 +23,21 @@ user sees. Both use test problems, which no training set (of any seed) contains.
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+import torch
+from tqdm import tqdm
 
 from groklm.errors import ConfigError
+from groklm.infer.engine import sample_responses
+from groklm.infer.scoring import choice_logprobs, pack_responses, token_logprobs
+from groklm.runs import load
+from groklm.tasks import TASKS
+from groklm.tokenizer.chat import render_prompt
 
 CHOICE_SUFFIX = ":mc"
 
 
 def parse_tasks(spec: str | list[str]) -> list[str]:
     """"arithmetic,spam:mc" -> ["arithmetic", "spam:mc"]; "all" / "all:mc" expand to every task."""
-    from groklm.data.synthetic import TASKS
-
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for name in (n.strip() for n in names if n.strip()):
@@ -56,10 +58,6 @@ def answer_ids(model, tokenizer, conversations: list[list[dict]], max_new_tokens
     or sampled at `temperature` with answer seeds drawn from `seed`. A reply keeps its stop token.
     A prompt is cut to the last block_size - max_new_tokens tokens, the context the reply was
     sampled from (so a KL computed on these ids sees what the sampler saw)."""
-    import torch
-
-    from groklm.tokenizer.chat import render_prompt
-    from groklm.train.rollout import sample_responses
 
     keep = max(1, model.config.block_size - max_new_tokens)
     prompts = [render_prompt(tokenizer, m)[-keep:] for m in conversations]
@@ -85,14 +83,11 @@ def answer_kl(model, reference, prompts: list[list[int]], replies: list[list[int
     """KL(model || reference) of each sampled reply, in nats: sum over its tokens of
     log p_model(token) - log p_reference(token). Averaged over replies sampled from the model,
     this estimates the KL between the two models' answer distributions (PPO's penalty)."""
-    import torch
-
-    from groklm.train.rollout import pack, token_logprobs
 
     device = next(model.parameters()).device
     kls: list[float] = []
     for start in range(0, len(prompts), chunk):
-        batch = pack(prompts[start : start + chunk], replies[start : start + chunk], model.config.block_size)
+        batch = pack_responses(prompts[start : start + chunk], replies[start : start + chunk], model.config.block_size)
         seqs, mask = batch.sequences.to(device), batch.mask.to(device)
         with torch.no_grad():
             logp = token_logprobs(model(seqs)[0] / temperature, seqs)
@@ -101,30 +96,10 @@ def answer_kl(model, reference, prompts: list[list[int]], replies: list[list[int
     return kls
 
 
-def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]):
-    """log p(choice as the assistant's whole reply | messages) for each choice: a (len(choices),) tensor."""
-    import torch
-
-    from groklm.tokenizer.base import IM_END
-    from groklm.tokenizer.chat import render_prompt
-    from groklm.train.rollout import pack, token_logprobs
-
-    prompt = render_prompt(tokenizer, messages)
-    replies = [[*tokenizer.encode(c), tokenizer.special_tokens[IM_END]] for c in choices]
-    batch = pack([prompt] * len(choices), replies, model.config.block_size)
-    device = next(model.parameters()).device
-    seqs, mask = batch.sequences.to(device), batch.mask.to(device)
-    with torch.no_grad():
-        logits, _ = model(seqs)
-    return (token_logprobs(logits, seqs) * mask).sum(dim=1).cpu()
-
-
 def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None,
                     temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
     """Greedy answers (temperature 0), or `samples` sampled answers per problem; count = answers graded.
     With a reference model and sampling, also the mean KL(model || reference) of the answers."""
-    from groklm.data.synthetic import TASKS
-
     records = TASKS[task].rl_prompts(n, split="test", seed=seed) * (samples if temperature > 0 else 1)
     prompts, replies = answer_ids(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, temperature, seed)
     scores = [TASKS[task].verify(record, reply_text(tokenizer, reply)) for record, reply in zip(records, replies)]
@@ -140,8 +115,6 @@ def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_toke
 
 
 def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) -> dict:
-    from groklm.data.synthetic import TASKS
-
     correct, right_prob, count = 0, 0.0, 0
     for record in TASKS[task].choices(n, split="test", seed=seed):
         logp = choice_logprobs(model, tokenizer, record["prompt"], record["choices"])
@@ -161,8 +134,6 @@ def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new
     unchanged), and with a `reference` model also report the answers' mean KL to it ("kl")."""
     if temperature < 0 or samples < 1:
         raise ConfigError(f"temperature must be >= 0 and samples >= 1; got {temperature} and {samples}")
-    from tqdm import tqdm
-
     names = parse_tasks(tasks)
     results = {}
     with tqdm(total=n * len(names), unit="q", disable=not progress, dynamic_ncols=True) as bar:
@@ -180,14 +151,12 @@ def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "c
     """Load a run and evaluate it: {"run", "n", "seed", "temperature", "samples", "tasks": {task: result}}.
     reference: another run (e.g. the SFT model an aligned run started from) to measure the sampled
     answers' KL against."""
-    import groklm
-
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
-    model, tokenizer = groklm.load(run, device=device)
+    model, tokenizer = load(run, device=device)
     ref_model = None
     if reference is not None:
-        ref_model, ref_tokenizer = groklm.load(reference, device=device)
+        ref_model, ref_tokenizer = load(reference, device=device)
         if ref_tokenizer.vocab_size != tokenizer.vocab_size or ref_tokenizer.special_tokens != tokenizer.special_tokens:
             raise ConfigError(f"--reference {reference} has another tokenizer than {run}; a KL between them compares "
                               "different token sequences (use the run this one was fine-tuned from)")
@@ -197,7 +166,9 @@ def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "c
 
 
 def format_table(report: dict) -> str:
-    how = f"{report['samples']} sampled answer(s) per problem at temperature {report['temperature']:g}" if report.get("temperature") else "greedy"
+    how = "greedy"
+    if report.get("temperature"):
+        how = f"{report['samples']} sampled answer(s) per problem at temperature {report['temperature']:g}"
     lines = [f"{report['run']} (test split, seed {report['seed']}, {how})",
              f"{'task':<16} {'kind':<9} {'count':>6} {'accuracy':>9} {'mean score':>11}"
              + (f" {'KL (nats)':>9}" if any("kl" in r for r in report["tasks"].values()) else "")]
@@ -205,36 +176,3 @@ def format_table(report: dict) -> str:
         kl = f" {r['kl']:>9.3f}" if "kl" in r else ""
         lines.append(f"{name:<16} {r['kind']:<9} {r['count']:>6} {r['accuracy']:>8.1%} {r['mean_score']:>11.3f}{kl}")
     return "\n".join(lines)
-
-
-# ---- the command ----------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="accuracy of a run on the synthetic tasks (test split)",
-        description="Evaluate RUN on test problems of the synthetic tasks. NAME: the model answers "
-        "(greedy, or sampled with --temperature) and the task's verifier grades it. NAME:mc: multiple "
-        "choice by the log-likelihood of each option. all / all:mc: every task.",
-    )
-    parser.add_argument("run", metavar="RUN", help="run directory to evaluate")
-    parser.add_argument("--tasks", default="all", metavar="NAME[,NAME]", help="tasks, e.g. arithmetic,spam:mc (default all)")
-    parser.add_argument("--n", type=int, default=100, help="problems per task (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="which test problems (default 0)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="0: greedy answers (default); > 0: sample --samples answers per problem and report "
-                        "their mean accuracy and expected score")
-    parser.add_argument("--samples", type=int, default=4, help="sampled answers per problem when --temperature > 0 (default 4)")
-    parser.add_argument("--reference", metavar="RUN", help="with --temperature: also the KL of the sampled answers to this run's model")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.set_defaults(func=run_eval)
-
-
-def run_eval(args) -> None:
-    report = evaluate_run(Path(args.run), args.tasks, args.n, args.seed, args.device, args.max_new_tokens,
-                          progress=not args.json and sys.stderr.isatty(), temperature=args.temperature, samples=args.samples,
-                          reference=args.reference)
-    print(json.dumps(report) if args.json else format_table(report))

@@ -19,13 +19,29 @@ time, tokens seen and position in the context, training tokens/s, and a sample f
 
 from __future__ import annotations
 
-import argparse
+import shutil
 import statistics
 import time
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from groklm.data.shards import TokenShards, get_batch
 from groklm.errors import ConfigError
+from groklm.infer.decode import generate
+from groklm.model.arch import build_model, load_model, make_config
+from groklm.model.moe import active_params
+from groklm.rundir import METRICS_FILE, TOKENIZER_DIR, atomic_path, write_json
+from groklm.tokenizer import load_tokenizer
+from groklm.train.config import TrainConfig, parse_value
+from groklm.train.distributed import Distributed
+from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dtype, train_step
+from groklm.train.plots import read_metrics
+from groklm.train.pretrain import loss_function, make_batches, pretrain
 
 MODELS = ("gpt", "rnn", "lstm", "gru", "moe")
 DEFAULT_MODELS = "gpt,rnn,lstm,gru"
@@ -50,43 +66,6 @@ REPORT_FILES = ("report.md", "report.json", "val_loss_vs_time.png", "val_loss_vs
                 "val_loss_by_position.png", "tokens_per_sec.png", "expert_load.png")
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="train GPT, RNN, LSTM, GRU (and MoE) at equal parameters and seconds; report the gap",
-        description="Train each model at (about) --budget-params parameters for (about) --budget-seconds "
-        "of wall time on the same data, then write OUT/report.md and OUT/report.json: val loss "
-        "against time and tokens seen, training tokens/s, samples. Runs go to OUT/runs/<model>.",
-    )
-    parser.add_argument("--data", required=True, metavar="DIR", help="prepared data (`groklm data prepare`)")
-    parser.add_argument("--budget-params", required=True, type=int, metavar="N",
-                        help="parameters per model (active parameters for moe)")
-    parser.add_argument("--budget-seconds", required=True, type=float, metavar="S", help="training seconds per model")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from {', '.join(MODELS)} (default {DEFAULT_MODELS})")
-    parser.add_argument("--moe-experts", type=int, default=8, help="experts per MoE layer (default 8)")
-    parser.add_argument("--moe-top-k", type=int, default=2, help="experts per token (default 2)")
-    parser.add_argument("--prompt", default=None, help="text the samples continue (default: the start of the val split)")
-    parser.add_argument("--sample-tokens", type=int, default=200, help="tokens sampled from each model (default 200)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="a training setting for every model (e.g. batch_size=32), or for one (gru.lr=3e-3); "
-                        "or block_size, dropout, n_layer for all")
-    parser.add_argument("--force", action="store_true", help="replace an earlier comparison in OUT")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=run_compare)
-
-
-def run_compare(args: argparse.Namespace) -> None:
-    from groklm.train.config import parse_set_args
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    report = compare(args.data, args.budget_params, args.budget_seconds, args.out, models, args.moe_experts,
-                     args.moe_top_k, parse_set_args(args.overrides), args.prompt, args.sample_tokens, args.force,
-                     not args.no_progress)
-    print(summary_table(report))
-    print(f"\n{report['verdict']}\nreport: {Path(args.out) / 'report.md'}")
-
-
 def compare(
     data_dir: str | Path,
     budget_params: int,
@@ -102,10 +81,6 @@ def compare(
     progress: bool = True,
 ) -> dict:
     """Train every model in `models` at the budgets into out_dir/runs/; write the report; return it."""
-    from groklm.data.shards import TokenShards
-    from groklm.rundir import TOKENIZER_DIR
-    from groklm.tokenizer import load_tokenizer
-
     models = check_models(models or DEFAULT_MODELS.split(","), budget_params, budget_seconds)
     if sample_tokens < 0:
         raise ConfigError(f"--sample-tokens must be >= 0, got {sample_tokens}")
@@ -143,8 +118,6 @@ def check_models(models: list[str], budget_params: int, budget_seconds: float) -
 def split_settings(overrides: dict, models: list[str]) -> tuple[dict, dict[str, dict]]:
     """(model settings every model shares, each model's training settings) from --set:
     KEY=VALUE for every model, MODEL.KEY=VALUE (e.g. gru.lr=3e-3) for one."""
-    from groklm.train.config import TrainConfig, parse_value
-
     train_fields = {f.name: f for f in fields(TrainConfig)}
     shared = {"block_size": BLOCK_SIZE}
     common, own = {}, {name: {} for name in models}
@@ -173,8 +146,6 @@ def split_settings(overrides: dict, models: list[str]) -> tuple[dict, dict[str, 
 
 
 def clear_earlier(out: Path, force: bool) -> None:
-    import shutil
-
     earlier = [out / name for name in ("runs", *REPORT_FILES) if (out / name).exists()]
     if earlier and not force:
         raise ConfigError(f"{out} already holds a comparison ({earlier[0].name}); pass --force to replace it, or pick another --out")
@@ -214,8 +185,6 @@ def closest_width(params_at, budget: int) -> int:
 
 
 def count_params(arch: str, values: dict) -> int:
-    from groklm.model.arch import build_model, make_config
-
     return build_model(arch, make_config(arch, values)).num_params()
 
 
@@ -225,12 +194,6 @@ def count_params(arch: str, values: dict) -> int:
 def train_model(arch: str, values: dict, train: dict, shards, budget_seconds: float, step_s: float, run: Path,
                 progress: bool) -> dict:
     """Fit the step count to the budget, train with `pretrain`; the run's figures."""
-    from groklm.model.arch import load_model
-    from groklm.model.moe import active_params
-    from groklm.rundir import METRICS_FILE
-    from groklm.train.plots import read_metrics
-    from groklm.train.pretrain import pretrain
-
     # Evaluation is part of the wall time: N_EVALS evals of eval_iters forward passes (~1/3 of a step each).
     eval_steps = N_EVALS * train["eval_iters"] / 3
     max_iters = max(N_EVALS, int(budget_seconds / step_s - eval_steps))
@@ -272,14 +235,6 @@ def seconds_per_step(plans: dict, shards) -> dict[str, float]:
 
 def stepper(arch: str, values: dict, train: dict, shards):
     """A function step(i) -> seconds taken by training step i of a fresh model, as the loop runs it."""
-    import torch
-
-    from groklm.model.arch import build_model, make_config
-    from groklm.train.config import TrainConfig
-    from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dtype, train_step
-    from groklm.train.pretrain import loss_function, make_batches
-
     cfg = TrainConfig.from_dict(train)
     device = resolve_device(cfg)
     config = make_config(arch, values)
@@ -305,18 +260,13 @@ def stepper(arch: str, values: dict, train: dict, shards):
 
 def held_out_and_samples(results: dict, shards, tokenizer, prompt: str | None, sample_tokens: int) -> None:
     """Every model's loss on the same fixed val windows, and a sample from the same prompt."""
-    import numpy as np
-    import torch
-
-    from groklm.model.arch import load_model
-
     ids = tokenizer.encode(prompt) if prompt else shards.val[:32].astype(np.int64).tolist()
     for result in results.values():
         model = load_model(result["run"])
         result["val_loss_by_position"] = loss_by_position(model, shards.val, model.config.block_size)
         result["val_loss"] = sum(result["val_loss_by_position"]) / len(result["val_loss_by_position"])
         with torch.no_grad():
-            new = model.generate(torch.tensor([ids]), sample_tokens, temperature=0.8, top_k=50, seed=0)[0, len(ids):]
+            new = generate(model, torch.tensor([ids]), sample_tokens, temperature=0.8, top_k=50, seed=0)[0, len(ids):]
         kept = [i for i in new.tolist() if i < tokenizer.vocab_size]
         result["sample"] = {"prompt": tokenizer.decode(ids), "continuation": tokenizer.decode(kept)}
 
@@ -325,12 +275,6 @@ def loss_by_position(model, tokens, block_size: int) -> list[float]:
     """Mean next-token loss at each position 0..block_size-1 of the context, over HELD_OUT_WINDOWS
     windows spread evenly over the val split. Position t predicts from t+1 tokens of context, so
     the curve shows how much a model gains from seeing further back (its mean is the val loss)."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from groklm.data.shards import get_batch
-
     starts = np.unique(np.linspace(0, len(tokens) - block_size - 1, HELD_OUT_WINDOWS).astype(np.int64))
     total = torch.zeros(block_size)
     with torch.no_grad():
@@ -414,8 +358,6 @@ def summary_table(report: dict) -> str:
 
 
 def write_report(out: Path, report: dict) -> None:
-    from groklm.rundir import atomic_path, write_json
-
     out.mkdir(parents=True, exist_ok=True)
     plots = plot_curves(report, out)
     report["plots"] = [p.name for p in plots]
@@ -466,10 +408,6 @@ def context_table(report: dict) -> list[str]:
 
 def plot_curves(report: dict, out: Path) -> list[Path]:
     """val loss vs wall time, vs tokens seen; tokens/s bars; the experts' load (MoE runs)."""
-    from matplotlib.figure import Figure
-
-    from groklm.rundir import atomic_path
-
     models = report["models"]
     paths = []
 

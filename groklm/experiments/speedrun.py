@@ -5,8 +5,9 @@
 
 Every stage writes its own run directory under DIR, which every other groklm command can
 read (`groklm chat DIR/sft`, `groklm eval DIR/ppo --tasks all`, `groklm export DIR/base ...`).
-The chat tasks come with verifiers (groklm.data.synthetic), so each stage's gain is measured on
-held-out test problems, not asserted.
+The chat tasks come with verifiers (groklm.tasks), so each stage's gain is measured on
+held-out test problems, not asserted. This module runs the stages and measures; report.py writes
+what it measured as report.md.
 
 What alignment is asked to fix. The SFT demonstrations are written the way people write them:
 most answer in the format the task asks for ("7"), some in a wordier style ("Tom has 7
@@ -22,13 +23,30 @@ capacity, not preference (docs/guide.md has the measurements).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
+import shutil
 import time
 from pathlib import Path
 
+import torch
+
+from groklm.data.shards import prepare
+from groklm.data.sources import pystdlib_files
 from groklm.errors import ConfigError
+from groklm.eval.harness import evaluate_run, generate_answers
+from groklm.experiments.report import plot_evals, write_report
+from groklm.infer.decode import generate
+from groklm.model import GPT
+from groklm.rundir import METRICS_FILE
+from groklm.runs import load
+from groklm.tasks import TASKS, make_sft
+from groklm.tokenizer import Tokenizer
+from groklm.train.dpo import train_dpo
+from groklm.train.plots import read_metrics
+from groklm.train.pretrain import pretrain
+from groklm.train.reward import train_reward
+from groklm.train.rl.ppo import train_ppo
+from groklm.train.sft import sft
 
 SAMPLE_PROMPTS = ["def ", "import os\n\n", "class Config:\n    "]
 STAGE_DIRS = ("tokenizer", "data", "base", "sft", "reward", "dpo", "ppo")
@@ -52,40 +70,6 @@ CHATTY_DEMONSTRATIONS = 0.3  # share of SFT demonstrations in the wordier style 
 EVAL_TASKS = "all"
 SAMPLES_PER_PROBLEM = 4  # sampled answers per test problem for the targeted metric
 CHAT_STAGES = ("sft", "dpo", "ppo")
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "speedrun",
-        help="the main job: tokenizer -> pretraining -> SFT -> reward model -> DPO, PPO -> evals -> report",
-        description="Train a tokenizer and a small GPT on the Python standard library's source, teach it "
-        "the synthetic chat tasks (SFT), align it (reward model, DPO, PPO) and evaluate every stage on "
-        "held-out problems; offline, on a CPU. Writes DIR/report.md and DIR/report.json.",
-    )
-    parser.add_argument("--out", required=True, metavar="DIR", help="where every stage's directory and the report go")
-    parser.add_argument("--preset", default="tiny", help="pretraining preset (default: tiny)")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)")
-    parser.add_argument("--eval-n", type=int, default=100, help="test problems per task in the evals (default: 100)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override a setting: KEY for pretraining (e.g. max_iters=200), "
-                        "STAGE.KEY for sft, reward, dpo or ppo (e.g. sft.max_iters=300)")
-    parser.add_argument("--force", action="store_true", help="replace the stage directories of an earlier speedrun in DIR")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run_speedrun)
-
-
-def run_speedrun(args: argparse.Namespace) -> None:
-    from groklm.train.config import parse_set_args
-
-    overrides = stage_overrides(parse_set_args(args.overrides))
-    report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force, args.eval_n)
-    print(f"\nreport: {Path(args.out) / 'report.md'} ({report['wall_s']:.0f}s)")
-    print("greedy accuracy on the test split:")
-    print(eval_table(report))
-    targeted = report["targeted"]
-    print("targeted metric (expected verifier score of a sampled reply): sft {:.3f}, ".format(targeted["sft"]["score"])
-          + ", ".join(f"{stage} {targeted[stage]['score']:.3f} ({targeted[stage]['gain']:+.3f}, KL from SFT "
-                      f"{targeted[stage]['kl_from_sft']:.2f})" for stage in CHAT_STAGES[1:]))
 
 
 def stage_overrides(flat: dict) -> dict[str, dict]:
@@ -114,16 +98,6 @@ def speedrun(
     overrides: per stage ("pretrain", "sft", "reward", "dpo", "ppo") settings, as `--set` takes.
     An earlier speedrun's stage directories in `out_dir` are an error, or replaced with `force`.
     """
-    from groklm.data.shards import prepare
-    from groklm.data.sources import pystdlib_files
-    from groklm.data.synthetic import make_sft
-    from groklm.tokenizer import Tokenizer
-    from groklm.train.dpo import train_dpo
-    from groklm.train.ppo import train_ppo
-    from groklm.train.pretrain import pretrain
-    from groklm.train.reward import train_reward
-    from groklm.train.sft import sft
-
     if vocab_size < 512:
         raise ConfigError(f"--vocab-size must be at least 512 for a useful BPE, got {vocab_size}")
     overrides = overrides or {}
@@ -184,8 +158,8 @@ def speedrun(
 
     report = {"stages": stages, "evals": evals, "sampled_evals": sampled, "targeted": _targeted(sampled),
               "conversations": conversations, "samples": _samples(out / "base"), "wall_s": _since(started)}
-    _plot_evals(report, out / "evals.png")
-    _write_report(out, report)
+    plot_evals(report, out / "evals.png")
+    write_report(out, report)
     return report
 
 
@@ -206,8 +180,6 @@ class _stage:
 
 def _clear_earlier_run(out: Path, force: bool) -> None:
     """Remove what an earlier speedrun wrote into `out` (only that), if allowed."""
-    import shutil
-
     earlier = [out / name for name in STAGE_DIRS + REPORT_FILES if (out / name).exists()]
     if not earlier:
         return
@@ -218,9 +190,6 @@ def _clear_earlier_run(out: Path, force: bool) -> None:
 
 
 def _metrics(run: Path) -> list[dict]:
-    from groklm.rundir import METRICS_FILE
-    from groklm.train.plots import read_metrics
-
     return read_metrics(run / METRICS_FILE)
 
 
@@ -236,8 +205,6 @@ def _last_figures(run: Path, names: list[str]) -> dict:
 
 
 def _pretrain_figures(run: Path, vocab_size: int) -> dict:
-    from groklm.model import GPT
-
     records = _metrics(run)
     vals = [r for r in records if "val_loss" in r]
     speeds = [r["tokens_per_sec"] for r in records if r.get("tokens_per_sec")]
@@ -269,8 +236,6 @@ def _evaluate(out: Path, n: int, stages: tuple[str, ...], temperature: float = 0
     """Per stage and task, on the same held-out test problems: accuracy, mean verifier score and
     count of greedy replies, or (temperature > 0) of SAMPLES_PER_PROBLEM sampled replies per
     problem, with the aligned stages' KL from the SFT model."""
-    from groklm.eval.harness import evaluate_run
-
     evals = {}
     for stage in stages:
         reference = out / "sft" if temperature > 0 and stage != "sft" else None
@@ -297,15 +262,11 @@ def _targeted(sampled: dict[str, dict]) -> dict:
 
 def _conversations(out: Path) -> list[dict]:
     """The first test problem of each task, answered by every chat stage: greedy and one sampled reply."""
-    import groklm
-    from groklm.data.synthetic import TASKS
-    from groklm.eval.harness import generate_answers
-
     records = [task.rl_prompts(1, split="test", seed=0)[0] for task in TASKS.values()]
     prompts = [r["prompt"] for r in records]
     conversations = [{"task": r["task"], "messages": r["prompt"], "answer": r["answer"], "replies": {}} for r in records]
     for stage in CHAT_STAGES:
-        model, tokenizer = groklm.load(out / stage)
+        model, tokenizer = load(out / stage)
         greedy = generate_answers(model, tokenizer, prompts)
         sampled = generate_answers(model, tokenizer, prompts, temperature=1.0, seed=1)
         for conversation, record, g, s in zip(conversations, records, greedy, sampled):
@@ -314,158 +275,15 @@ def _conversations(out: Path) -> list[dict]:
     return conversations
 
 
-def eval_table(report: dict, key: str = "evals", field: str = "accuracy") -> str:
-    """A markdown table: one row per stage, one column per task (greedy accuracy on the test split,
-    or another `field` of another table of the report, e.g. "sampled_evals" / "mean_score")."""
-    evals = report[key]
-    tasks = list(next(iter(evals.values())))
-    percent = field == "accuracy"
-    cell = lambda v: f"{100 * v:.0f}%" if percent else f"{v:.3f}"  # noqa: E731
-    lines = ["| stage | " + " | ".join(tasks) + " | mean |", "| --- |" + " --- |" * (len(tasks) + 1)]
-    for stage, results in evals.items():
-        values = [results[t][field] for t in tasks]
-        mean = sum(values) / len(values)
-        mean_cell = f"{100 * mean:.1f}%" if percent else f"{mean:.3f}"
-        lines.append(f"| {stage} | " + " | ".join(cell(v) for v in values) + f" | {mean_cell} |")
-    return "\n".join(lines)
-
-
-def _plot_evals(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from groklm.rundir import atomic_path
-
-    panels = [(report["evals"], "accuracy", "greedy accuracy (%)", 100),
-              (report["sampled_evals"], "mean_score", "expected score, sampled at T=1", 1)]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4), dpi=100)
-    for ax, (evals, field, label, scale) in zip(axes, panels):
-        tasks = list(next(iter(evals.values())))
-        width = 0.8 / len(evals)
-        for i, (stage, results) in enumerate(evals.items()):
-            ax.bar([t + i * width for t in range(len(tasks))], [scale * results[t][field] for t in tasks], width, label=stage)
-        ax.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], tasks)
-        ax.set_ylabel(label)
-        ax.legend()
-    fig.suptitle("evals by stage, test split")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def _samples(run: Path) -> list[dict]:
-    import torch
-
-    import groklm
-
-    model, tokenizer = groklm.load(run)
+    """Three continuations of Python-looking prompts by the base model."""
+    model, tokenizer = load(run)
     samples = []
     for seed, prompt in enumerate(SAMPLE_PROMPTS):
         idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-        ids = model.generate(idx, max_new_tokens=80, temperature=0.8, top_k=50, seed=seed)[0].tolist()
+        ids = generate(model, idx, max_new_tokens=80, temperature=0.8, top_k=50, seed=seed)[0].tolist()
         samples.append({"prompt": prompt, "seed": seed, "completion": tokenizer.decode(ids[idx.size(1):])})
     return samples
-
-
-def _write_report(out: Path, report: dict) -> None:
-    from groklm.rundir import atomic_path, write_json
-
-    write_json(out / "report.json", report)
-    s = report["stages"]
-    tok, data, base, sft, rm, dpo, ppo = (s[k] for k in ("tokenizer", "data", "pretrain", "sft", "reward", "dpo", "ppo"))
-    rel = lambda p: Path(p).relative_to(out)  # noqa: E731
-    lines = [
-        "# groklm speedrun",
-        "",
-        f"Total wall time: {report['wall_s']:.0f} s.",
-        "",
-        "| stage | result | wall time |",
-        "| --- | --- | --- |",
-        f"| tokenizer | BPE, {tok['vocab_size']} tokens | {tok['wall_s']:.1f} s |",
-        f"| data | {data['train_tokens']:,} train / {data['val_tokens']:,} val tokens, "
-        f"{data['bytes_per_token']:.2f} bytes/token | {data['wall_s']:.1f} s |",
-        f"| pretrain | {base['params']:,} params, {base['steps']} steps, val loss {base['val_loss']:.3f} "
-        f"(step {base['first_eval_step']}: {base['val_loss_first_eval']:.3f}; uniform guess: {base['uniform_loss']:.3f}), "
-        f"{base['tokens_per_sec']:,.0f} tokens/s | {base['wall_s']:.1f} s |",
-        f"| sft | {sft['steps']} steps, val loss on assistant tokens {sft['val_loss']:.3f} | {sft['wall_s']:.1f} s |",
-        f"| reward model | {rm['steps']} steps, held-out pairwise accuracy {100 * rm['val_accuracy']:.1f}% "
-        f"(chance 50%), margin {rm['val_rewards_margins']:.2f} | {rm['wall_s']:.1f} s |",
-        f"| dpo | {dpo['steps']} steps, held-out accuracy {100 * dpo['val_accuracy']:.1f}%, margin "
-        f"{dpo['val_rewards_margins']:.3f} (chosen {dpo['val_rewards_chosen']:.3f}, rejected "
-        f"{dpo['val_rewards_rejected']:.3f}) | {dpo['wall_s']:.1f} s |",
-        f"| ppo | {ppo['steps']} steps, verifier score {ppo['score_start']:.3f} -> {ppo['score_end']:.3f}, "
-        f"KL to SFT {ppo['kl_end']:.3f} | {ppo['wall_s']:.1f} s |",
-        f"| eval | every stage on {next(iter(report['evals']['base'].values()))['count']} test problems per task "
-        f"| {s['eval']['wall_s']:.1f} s |",
-        "",
-        "## Accuracy on held-out test problems (greedy)",
-        "",
-        eval_table(report),
-        "",
-        *_targeted_lines(report),
-        "![evals by stage](evals.png)",
-        "",
-        "## Curves",
-        "",
-        f"![pretraining loss]({rel(base['loss_plot'])}) ![SFT loss]({rel(sft['loss_plot'])})",
-        f"![reward model loss]({rel(rm['loss_plot'])}) ![DPO loss]({rel(dpo['loss_plot'])})",
-        f"![PPO reward and KL]({rel(ppo['plot'])})",
-        "",
-        "## Samples from the base model",
-        "",
-    ]
-    for sample in report["samples"]:
-        lines += [f"Prompt {json.dumps(sample['prompt'])}, seed {sample['seed']}:", "", "```",
-                  sample["prompt"] + sample["completion"], "```", ""]
-    lines += _conversation_lines(report["conversations"])
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines))
-
-
-def _targeted_lines(report: dict) -> list[str]:
-    """The targeted metric per stage (sampled replies), then the per-task table behind it."""
-    t, s = report["targeted"], report["stages"]
-    share = f"{100 * s['sft']['chatty_demonstrations']:.0f}%"
-    return [
-        "## The targeted metric: sampled replies",
-        "",
-        f"{share} of the SFT demonstrations answer in a wordier style than the task asks for; DPO and PPO "
-        "are to move the model to the wanted format. Measured on the same test problems, "
-        f"{next(iter(report['sampled_evals']['sft'].values()))['count']} replies per task sampled at temperature 1: "
-        "the expected verifier score (mean over tasks), and the KL of the replies from the SFT model.",
-        "",
-        "| stage | expected score | gain over SFT | accuracy of a sample | KL from SFT (nats/reply) |",
-        "| --- | --- | --- | --- | --- |",
-        f"| sft | {t['sft']['score']:.3f} | | {100 * t['sft']['accuracy']:.1f}% | 0 |",
-        *(f"| {stage} | {t[stage]['score']:.3f} | {t[stage]['gain']:+.3f} | {100 * t[stage]['accuracy']:.1f}% "
-          f"| {t[stage]['kl_from_sft']:.3f} |" for stage in CHAT_STAGES[1:]),
-        "",
-        "Expected score per task:",
-        "",
-        eval_table(report, "sampled_evals", "mean_score"),
-        "",
-    ]
-
-
-def _conversation_lines(conversations: list[dict]) -> list[str]:
-    """Each task's first test problem and what every chat stage replied (with the verifier's score)."""
-    lines = ["## Sample conversations (test problems)", ""]
-    for conversation in conversations:
-        turns = " / ".join(f"{m['role']}: {m['content']}" for m in conversation["messages"]).replace("\n", " ")
-        lines += [f"**{conversation['task']}**: {turns}", "", f"Expected: `{conversation['answer']}`", "",
-                  "| stage | greedy reply | score | sampled reply (T=1) | score |", "| --- | --- | --- | --- | --- |"]
-        for stage, r in conversation["replies"].items():
-            lines.append(f"| {stage} | {_cell(r['greedy'])} | {r['greedy_score']:.2f} | {_cell(r['sampled'])} | {r['sampled_score']:.2f} |")
-        lines.append("")
-    return lines
-
-
-def _cell(text: str) -> str:
-    """Text for a markdown table cell: one line, no pipes breaking the table."""
-    return "`" + text.replace("\n", " ").replace("|", "\\|").replace("`", "'") + "`" if text.strip() else "(empty)"
 
 
 def _since(clock: float) -> float:

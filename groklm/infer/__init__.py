@@ -4,20 +4,22 @@
     engine = Engine.from_run("runs/chat")
     [reply] = engine.generate([prompt_ids], SamplingParams(max_tokens=64, temperature=0))
 
-`Engine` (KV cache, continuous batching, streaming), `AsyncEngine` (the same behind an asyncio
-server) and `Grammar` (constrained decoding) are imported on first use, so the CLI can
-register its commands without paying for `import torch`.
+    decode.py        the reference decoder: one token at a time, no cache (any model with logits)
+    engine.py        Engine (KV cache, continuous batching, streaming), AsyncEngine, sample_responses
+    sampling.py      temperature, top-k, top-p
+    stop_strings.py  holding back text that may begin a stop string
+    scoring.py       log-probs of given sequences and choices
+    constrain.py     Grammar: replies that match a regex or a JSON schema (schema_regex.py)
+    requests.py      the grammar a chat request asks for (response_format, tool_choice)
+    tool_calls.py    the tool-call protocol: OpenAI tools and messages <-> CALL lines
+    chat.py          the terminal chat loop
 """
 
 from __future__ import annotations
 
-import importlib
+from groklm.infer.constrain import Grammar
+from groklm.infer.decode import decode, generate
+from groklm.infer.engine import AsyncEngine, Completion, Delta, Engine, EngineBusy, SamplingParams, sample_responses
 
-__all__ = ["Engine", "AsyncEngine", "SamplingParams", "Completion", "Delta", "EngineBusy", "Grammar"]
-_HOMES = {name: "groklm.infer.engine" for name in __all__} | {"Grammar": "groklm.infer.constrain"}
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'groklm.infer' has no attribute {name!r}")
+__all__ = ["Engine", "AsyncEngine", "SamplingParams", "Completion", "Delta", "EngineBusy", "Grammar", "sample_responses",
+           "decode", "generate"]

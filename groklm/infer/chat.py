@@ -16,7 +16,10 @@ turns are dropped, never the system message, and a note says so.
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Iterator, TextIO
+from typing import Iterable, TextIO
+
+from groklm.infer.engine import Engine, SamplingParams
+from groklm.tokenizer.chat import render_prompt
 
 HELP = "commands: /reset, /system TEXT, /quit"
 
@@ -24,8 +27,6 @@ HELP = "commands: /reset, /system TEXT, /quit"
 def fit_context(tokenizer, messages: list[dict], budget: int) -> tuple[list[dict], list[int], int]:
     """Drop the oldest non-system messages until the rendered prompt has at most `budget`
     tokens (the latest message always stays). Returns (kept messages, prompt ids, dropped count)."""
-    from groklm.tokenizer.chat import render_prompt
-
     messages, dropped = list(messages), 0
     while True:
         ids = render_prompt(tokenizer, messages)
@@ -53,8 +54,6 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None,
               system: str | None = None, temperature: float = 0.8, top_k: int | None = None,
               top_p: float | None = None, max_new_tokens: int = 256, seed: int | None = None) -> list[dict]:
     """Run a conversation over `lines` (user messages and commands); returns the final history."""
-    from groklm.infer.engine import Engine, SamplingParams
-
     params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p or 1.0).validate()
     engine = Engine(model, tokenizer, max_batch=1)
     out, err = out or sys.stdout, err or sys.stderr
@@ -92,51 +91,3 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None,
         messages.append({"role": "assistant", "content": reply})
         turn += 1
     return messages
-
-
-def read_lines(stream: TextIO, prompt: str | None, out: TextIO) -> Iterator[str]:
-    """Lines of `stream`; with a prompt (a terminal), show it before each read."""
-    while True:
-        if prompt:
-            out.write(prompt)
-            out.flush()
-        line = stream.readline()
-        if not line:
-            return
-        yield line
-
-
-# ---- the command ----------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "chat",
-        help="talk to a run in the terminal (streamed replies, history, /reset /system /quit)",
-        description="Chat with RUN. Each input line is a user message; replies stream as they are "
-        f"sampled. {HELP}. Reads stdin, so a conversation can be piped in.",
-    )
-    parser.add_argument("run", metavar="RUN", help="run directory (an SFT or RL model)")
-    parser.add_argument("--system", metavar="TEXT", help="system message")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply (default 256)")
-    parser.add_argument("--seed", type=int, default=None, help="make the replies repeatable")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.set_defaults(func=run_chat)
-
-
-def run_chat(args) -> None:
-    import groklm
-    from groklm.errors import ConfigError
-
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    model, tokenizer = groklm.load(args.run, device=args.device)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        print(f"chatting with {args.run} ({HELP})", file=sys.stderr)
-    chat_loop(model, tokenizer, read_lines(sys.stdin, "> " if interactive else None, sys.stdout),
-              system=args.system, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              max_new_tokens=args.max_new_tokens, seed=args.seed)

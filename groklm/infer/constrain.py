@@ -23,11 +23,11 @@ import weakref
 
 import numpy as np
 import torch
+from outlines_core import Guide, Index, Vocabulary
 
 from groklm.errors import ConfigError, TokenizerError
+from groklm.infer.schema_regex import schema_regex
 from groklm.tokenizer.base import IM_END, BaseTokenizer
-
-WHITESPACE = r"[ ]?"  # what may separate JSON tokens: one optional blank
 
 # Building an index walks the whole vocabulary through the automaton (milliseconds to
 # seconds); the same schema is usually asked for again and again, so keep them per tokenizer.
@@ -36,8 +36,6 @@ _INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _vocabulary(tokenizer: BaseTokenizer, eos_id: int):
     """outlines-core's view of our vocabulary: the bytes of every ordinary token -> its ids."""
-    from outlines_core import Vocabulary
-
     specials = set(tokenizer.special_tokens.values())
     by_bytes: dict[bytes, list[int]] = {}
     for token_id in range(tokenizer.vocab_size):
@@ -55,8 +53,6 @@ class Grammar:
     walks it with its own `GrammarState` (from `start()`)."""
 
     def __init__(self, pattern: str, tokenizer: BaseTokenizer):
-        from outlines_core import Index
-
         self.pattern = pattern
         self.eos_id = tokenizer.special_tokens[IM_END]  # a constrained reply ends like any chat reply
         cached = _INDEXES.setdefault(tokenizer, {})
@@ -75,8 +71,6 @@ class Grammar:
     def from_json_schema(cls, schema: dict | str, tokenizer: BaseTokenizer) -> Grammar:
         """The language of JSON documents that validate against `schema` (a dict or its JSON
         text), properties in the schema's order, numeric bounds included (see schema_regex)."""
-        from groklm.infer.schema_regex import schema_regex
-
         try:
             pattern = schema_regex(schema)
         except (ValueError, TypeError, RuntimeError) as exc:  # includes malformed JSON text
@@ -91,8 +85,6 @@ class GrammarState:
     """Where one reply is in the automaton: which tokens may come next, and whether it may end."""
 
     def __init__(self, grammar: Grammar):
-        from outlines_core import Guide
-
         self.grammar = grammar
         self.guide = Guide(grammar.index)
 

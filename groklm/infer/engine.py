@@ -13,7 +13,11 @@ holds up a short one and the batch stays full while there is work.
 Sampling is per request (its own temperature, penalties, seed, grammar), row by row after the
 batched forward pass; a request's own seeded generator makes its output the same whether it
 ran alone or in a batch. Text is released only at complete UTF-8 characters, and text that
-might be the start of a stop string is held back until it is ruled in or out.
+might be the start of a stop string is held back until it is ruled in or out (stop_strings.py).
+
+The engine serves GPT models (the KV cache holds attention keys and values); a recurrent run
+is refused with a ConfigError. `sample_responses` is the batch sampler that evaluation, on-policy
+preference pairs and PPO rollouts share.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import torch.nn.functional as F
 
 from groklm.errors import ConfigError, GroklmError
 from groklm.infer.constrain import Grammar, GrammarState
-from groklm.model.kv_cache import KVCache
 from groklm.infer.sampling import sample_next
+from groklm.infer.stop_strings import StopStrings
+from groklm.model.kv_cache import KVCache
+from groklm.runs import load
 from groklm.tokenizer.chat import stop_ids
 
 MAX_STOP_STRINGS = 4
@@ -123,7 +129,7 @@ class _Request:
         self.slot: int | None = None
         self.generated: list[int] = []
         self.counts: torch.Tensor | None = None  # per-token counts, only when penalties are on
-        self.held = ""  # decoded text not yet released: it may begin a stop string
+        self.stops = StopStrings(params.stop)  # holds back text that may begin a stop string
 
 
 class Engine:
@@ -132,6 +138,11 @@ class Engine:
     def __init__(self, model, tokenizer, max_batch: int = 32):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if not hasattr(model, "forward_cached"):  # a RecurrentLM has no attention keys and values to cache
+            cell = getattr(model.config, "cell", None)
+            held = f"a recurrent model ({cell})" if cell else f"a {type(model).__name__}"
+            raise ConfigError(f"this run holds {held}; the engine behind chat, serve, eval and the local backend "
+                              "serves GPT runs only. Sample from it with `groklm sample`.")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.block_size = model.config.block_size
@@ -148,9 +159,7 @@ class Engine:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", max_batch: int = 32) -> Engine:
-        import groklm
-
-        model, tokenizer = groklm.load(run_dir, device=device)
+        model, tokenizer = load(run_dir, device=device)
         return cls(model, tokenizer, max_batch)
 
     # ---- requests -----------------------------------------------------------------------------
@@ -235,9 +244,11 @@ class Engine:
         text = "" if token in self.stop_ids else request.decoder.push(token)
         if finish is not None:
             text += request.decoder.flush()
-        text, hit_stop = self._release_text(request, text, final=finish is not None)
-        if hit_stop:
+        text = request.stops.push(text)
+        if request.stops.hit:
             finish = "stop"
+        elif finish is not None:
+            text += request.stops.flush()
         if finish is not None:
             self.active.pop(request.id, None)
             self._release(request)
@@ -283,20 +294,6 @@ class Engine:
             return "length"  # no room left in the context for the token just sampled
         return None
 
-    def _release_text(self, request: _Request, text: str, final: bool) -> tuple[str, bool]:
-        """Text that may be shown now, and whether a stop string was found (text cut before it)."""
-        stops = request.params.stop
-        if not stops:
-            return text, False
-        pending = request.held + text
-        cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            request.held = ""
-            return pending[:cut], True
-        keep = 0 if final else max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
-        request.held = pending[len(pending) - keep :]
-        return pending[: len(pending) - keep], False
-
     # ---- convenience: whole replies ------------------------------------------------------------
 
     def generate(
@@ -336,6 +333,28 @@ class Engine:
         return Completion("".join(d.text for d in deltas), tokens, deltas[-1].finish_reason, len(prompt), len(tokens), logprobs)
 
 
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """One answer per prompt (repeat a prompt for several answers), sampled side by side by the
+    engine; temperature 0 is greedy.
+
+    Each answer ends at a stop token (kept in the answer) or after max_new_tokens. A prompt is
+    cut to its last block_size - max_new_tokens tokens so the answer fits. `generator` draws
+    each answer's seed, so a seeded run samples the same answers again (e.g. after resume)."""
+    keep = max(1, model.config.block_size - max_new_tokens)
+    seeds = torch.randint(2**62, (len(prompts),), generator=generator).tolist()
+    params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=s) for s in seeds]
+    engine = Engine(model, tokenizer, max_batch=min(len(prompts), 64))
+    return [c.token_ids for c in engine.generate([p[-keep:] for p in prompts], params)]
+
+
 class AsyncEngine:
     """The engine behind an asyncio server: a background thread runs `step()` while there is
     work; each request's deltas travel to its coroutine through an asyncio queue.
@@ -354,7 +373,8 @@ class AsyncEngine:
         self._thread = threading.Thread(target=self._run, name="groklm-engine", daemon=True)
         self._thread.start()
 
-    async def stream(self, prompt: list[int], params: SamplingParams | None = None, constraint: Grammar | None = None) -> AsyncIterator[Delta]:
+    async def stream(self, prompt: list[int], params: SamplingParams | None = None,
+                     constraint: Grammar | None = None) -> AsyncIterator[Delta]:
         """Deltas of one request. Raises ConfigError for a bad request, EngineBusy when full."""
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:

@@ -25,16 +25,15 @@ import json
 import math
 from typing import Any
 
+from outlines_core.json_schema import build_regex_from_schema
+
+WHITESPACE = r"[ ]?"  # what may separate JSON tokens: one optional blank (a small model cannot wander off)
 PLACEHOLDER = "__groklm_range_{}__"
 ENUM_LIMIT = 1000  # multipleOf over at most this many integers becomes an explicit alternation
 
 
 def schema_regex(schema: dict | str) -> str:
     """The regular expression of `schema`'s JSON documents, numeric bounds included."""
-    from outlines_core.json_schema import build_regex_from_schema
-
-    from groklm.infer.constrain import WHITESPACE
-
     prepared, patterns = with_placeholders(json.loads(schema) if isinstance(schema, str) else schema)
     return ascii_classes(fill(build_regex_from_schema(json.dumps(prepared), WHITESPACE), patterns))
 

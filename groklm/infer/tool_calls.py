@@ -1,6 +1,6 @@
 """Tool calls: OpenAI-style messages and tools <-> the plain-text protocol a small model writes.
 
-The protocol grows out of the synthetic tool task's `CALL calculator(17*3)`. A call is one
+The synthetic tool task (groklm.tasks.tool) trains models to speak it. A call is one
 line: `CALL`, the function's name, and its arguments as one JSON object in brackets:
 
     CALL get_weather({"city": "Paris", "unit": "c"})
@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from groklm.errors import ConfigError, DataError
+from groklm.infer.schema_regex import schema_regex
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 CALL_LINE_RE = re.compile(r"CALL\s+([A-Za-z0-9_-]{1,64})\s*\((.*)\)")
@@ -51,7 +52,10 @@ NO_ARGUMENTS = {"type": "object", "properties": {}}
 
 
 @dataclass(frozen=True)
-class Tool:
+class ToolSpec:
+    """What the model is told about a tool (from an OpenAI `tools` entry). The Python function
+    behind a tool, which apps can call, is groklm.apps.tools.Tool."""
+
     name: str
     description: str = ""
     parameters: dict = field(default_factory=lambda: dict(NO_ARGUMENTS))  # a JSON schema
@@ -70,11 +74,11 @@ class ToolCall:
 # ---- requests: tools and messages -> ChatML ---------------------------------------------------
 
 
-def check_tools(tools: object) -> list[Tool]:
+def check_tools(tools: object) -> list[ToolSpec]:
     """Validate an OpenAI `tools` list: [{"type": "function", "function": {"name", ...}}, ...]."""
     if not isinstance(tools, list):
         raise DataError("tools must be a list of {'type': 'function', 'function': {...}} objects")
-    checked: list[Tool] = []
+    checked: list[ToolSpec] = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
@@ -87,11 +91,11 @@ def check_tools(tools: object) -> list[Tool]:
             raise DataError(f"tools[{i}].function: 'description' must be a string and 'parameters' a JSON schema object")
         if any(t.name == name for t in checked):
             raise DataError(f"tools[{i}]: two tools are named {name!r}")
-        checked.append(Tool(name, description, parameters))
+        checked.append(ToolSpec(name, description, parameters))
     return checked
 
 
-def tools_prompt(tools: Sequence[Tool]) -> str:
+def tools_prompt(tools: Sequence[ToolSpec]) -> str:
     """The text that tells the model which tools exist and how to call them."""
     lines = [TOOLS_HEADER]
     for tool in tools:
@@ -145,7 +149,7 @@ def _assistant_text(message: dict, where: str, call_ids: set[str]) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def to_chatml(messages: object, tools: Sequence[Tool] = ()) -> list[dict]:
+def to_chatml(messages: object, tools: Sequence[ToolSpec] = ()) -> list[dict]:
     """OpenAI chat messages (and tools to describe) -> [{"role", "content": str}] for render_prompt."""
     if not isinstance(messages, list) or not messages:
         raise DataError("messages must be a non-empty list of {'role', 'content'} objects")
@@ -178,7 +182,7 @@ def to_chatml(messages: object, tools: Sequence[Tool] = ()) -> list[dict]:
 # ---- forcing a call ---------------------------------------------------------------------------
 
 
-def pick_tools(tools: Sequence[Tool], tool_choice: object) -> list[Tool]:
+def pick_tools(tools: Sequence[ToolSpec], tool_choice: object) -> list[ToolSpec]:
     """The tools a reply may call under `tool_choice` ("none", "auto", "required", or
     {"type": "function", "function": {"name": ...}}); [] for "none"."""
     if tool_choice in (None, "auto", "required"):
@@ -196,11 +200,9 @@ def pick_tools(tools: Sequence[Tool], tool_choice: object) -> list[Tool]:
     return chosen
 
 
-def call_regex(tools: Sequence[Tool]) -> str:
+def call_regex(tools: Sequence[ToolSpec]) -> str:
     """The regular language of one call line to one of `tools`, with arguments valid for its
     schema: the constraint behind tool_choice "required" or a named function."""
-    from groklm.infer.schema_regex import schema_regex
-
     alternatives = []
     for tool in tools:
         try:
@@ -214,11 +216,11 @@ def call_regex(tools: Sequence[Tool]) -> str:
 # ---- replies: text -> content and tool calls ----------------------------------------------------
 
 
-def parse_call(line: str, tools: Sequence[Tool]) -> ToolCall | None:
+def parse_call(line: str, tools: Sequence[ToolSpec]) -> ToolCall | None:
     """The call a line makes, or None if it is text (not a call, an unknown tool, bad arguments).
 
-    A single-parameter tool also accepts a bare argument, so `CALL calculator(17*3)` (the
-    synthetic task's format) calls calculator with {"expr": "17*3"}."""
+    A single-parameter tool also accepts a bare argument, so `CALL calculator(17*3)` calls
+    calculator with {"expr": "17*3"} (a small model's shortcut costs it nothing)."""
     match = CALL_LINE_RE.fullmatch(line.strip())
     tool = next((t for t in tools if match and t.name == match.group(1)), None)
     if tool is None:
@@ -243,7 +245,7 @@ class ReplyParser:
     text still held (empty if the reply made calls) and the calls. With no tools, everything
     is text."""
 
-    def __init__(self, tools: Sequence[Tool]):
+    def __init__(self, tools: Sequence[ToolSpec]):
         self.tools = list(tools)
         self.calls: list[ToolCall] = []
         self._line = ""  # the current, unfinished line while it may be a call
@@ -295,7 +297,7 @@ class ReplyParser:
         return text
 
 
-def parse_reply(text: str, tools: Sequence[Tool]) -> tuple[str | None, list[ToolCall]]:
+def parse_reply(text: str, tools: Sequence[ToolSpec]) -> tuple[str | None, list[ToolCall]]:
     """A whole reply -> (content or None, tool calls), exactly as the streamed parse splits it."""
     parser = ReplyParser(tools)
     shown = parser.push(text)

@@ -2,7 +2,6 @@
 
     hf.py            tensor-name and config mapping; export_run / import_run (the CLI's work)
     hf_tokenizer.py  our tokenizers written as an HF tokenizer.json
-    commands.py      `groklm export` and `groklm import`
 
-Nothing is imported here, so `groklm --help` does not pay for torch.
+The commands (`groklm export`, `groklm import`) are in groklm/cli/interop.py.
 """

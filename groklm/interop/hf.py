@@ -23,9 +23,16 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from groklm.errors import CheckpointError, ConfigError
+from groklm.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from groklm.model.config import GPTConfig
+from groklm.model.gpt import GPT
+from groklm.model.weights import save_weights
+from groklm.rundir import TOKENIZER_DIR, RunDir, atomic_path, read_config, read_json, write_json
+from groklm.tokenizer import load_tokenizer
 
 SHAPES = {
     "gpt2": dict(pos="learned", norm="layernorm", mlp="gelu"),
@@ -58,9 +65,6 @@ def export_model(
     model, out_dir: str | Path, bos_id: int | None = None, eos_id: int | None = None, dtype: str = "float32"
 ) -> str:
     """Write `model` as an HF checkpoint (config.json + model.safetensors); returns the family."""
-    from safetensors.torch import save_file
-
-    from groklm.rundir import atomic_path, write_json
 
     family = family_of(model.config)
     if family == "gpt2":
@@ -205,8 +209,6 @@ def llama_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def read_hf_config(hf_dir: Path) -> dict:
-    from groklm.rundir import read_json
-
     path = hf_dir / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{hf_dir} has no config.json: not a Hugging Face model directory")
@@ -298,8 +300,6 @@ def llama_to_config(hf: dict, block_size: int | None) -> GPTConfig:
 
 def read_hf_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors checkpoint: one file, or shards listed in an index."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     single, index = hf_dir / "model.safetensors", hf_dir / "model.safetensors.index.json"
     if single.is_file():
@@ -378,7 +378,6 @@ def llama_state(take, c: GPTConfig) -> dict:
 
 def load_hf_model(hf_dir: str | Path, block_size: int | None = None):
     """A local HF checkpoint directory -> our GPT (eval mode, float32) with the same weights."""
-    from groklm.model.gpt import GPT
 
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
@@ -403,10 +402,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
 
     Returns the family ("gpt2" or "llama") and a note saying what happened to the tokenizer.
     """
-    from groklm.interop.hf_tokenizer import write_hf_tokenizer
-    from groklm.model.gpt import GPT
-    from groklm.rundir import TOKENIZER_DIR, read_config
-    from groklm.tokenizer import load_tokenizer
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     family_of(GPTConfig.from_dict(read_config(run_dir)["model"]))  # refuse before loading weights
@@ -421,14 +416,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
 
 def import_run(hf_dir: str | Path, run_dir: str | Path, block_size: int | None = None, force: bool = False):
     """`groklm import HF_DIR --out RUN`: returns the imported model and its tokenizer."""
-    from groklm.interop.hf_tokenizer import read_hf_tokenizer
-    from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_weights, write_json
 
-    hf_dir, run_dir = Path(hf_dir), Path(run_dir)
+    hf_dir, run = Path(hf_dir), RunDir(run_dir)
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory (import reads a local checkpoint folder)")
-    if (run_dir / CONFIG_FILE).exists() and not force:
-        raise CheckpointError(f"{run_dir} already holds a run; pick another --out or pass --force")
+    if not force:
+        run.check_fresh(remedy="pass --force to replace it, or choose another --out")
     if not (hf_dir / "tokenizer.json").is_file():  # check before the slow part
         raise CheckpointError(
             f"{hf_dir} has no tokenizer.json (the fast-tokenizer file); a run needs its tokenizer"
@@ -437,12 +430,12 @@ def import_run(hf_dir: str | Path, run_dir: str | Path, block_size: int | None =
     model = load_hf_model(hf_dir, block_size)
     tokenizer = read_hf_tokenizer(hf_dir / "tokenizer.json")
     check_vocab_fits(hf_dir / "tokenizer.json", model.config.vocab_size)
-    save_weights(model, run_dir / WEIGHTS_FILE)
-    tokenizer.save(run_dir / TOKENIZER_DIR)
-    source = {"format": "hf", "path": str(hf_dir.resolve()), "model_type": hf.get("model_type")}
-    # config.json last: a run directory with a config is a complete one.
-    run_config = {"model": model.config.to_dict(), "stage": "import", "arch": "gpt", "source": source}
-    write_json(run_dir / CONFIG_FILE, run_config)
+    save_weights(model, run.weights_path)
+    tokenizer.save(run.tokenizer_dir)
+    # config.json last: a run directory with a config is a complete one. An import starts no
+    # run of ours (no parent); where its weights came from is its "import" section.
+    run.write_config("import", parent=None, arch="gpt", model=model.config.to_dict(), train=None, data=None,
+                     **{"import": {"format": "hf", "path": str(hf_dir.resolve()), "model_type": hf.get("model_type")}})
     return model, tokenizer
 
 

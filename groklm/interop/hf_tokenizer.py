@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from groklm.errors import TokenizerError
-from groklm.tokenizer import CharTokenizer, Tokenizer
+from groklm.rundir import write_json
+from groklm.tokenizer import ENDOFTEXT, CharTokenizer, Tokenizer
 from groklm.tokenizer.imports import byte_alphabet, from_hf_file
 
 
@@ -30,7 +31,6 @@ def read_hf_tokenizer(path: str | Path) -> Tokenizer:
 
 def write_hf_tokenizer(tokenizer, out_dir: str | Path, max_length: int) -> str:
     """Write tokenizer.json + tokenizer_config.json into `out_dir`; returns a note for the user."""
-    from groklm.rundir import write_json
 
     if isinstance(tokenizer, Tokenizer):
         data = bpe_tokenizer_json(tokenizer)
@@ -136,7 +136,6 @@ def assemble(tokenizer, pre_tokenizer: dict | None, model: dict, decoder: dict) 
 
 def tokenizer_config(tokenizer, max_length: int) -> dict:
     """tokenizer_config.json: tells `AutoTokenizer` which class to build and the special roles."""
-    from groklm.tokenizer import ENDOFTEXT
 
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",

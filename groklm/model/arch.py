@@ -4,8 +4,8 @@
     rnn, lstm, gru   recurrent language models (RNNConfig, rnn.py); the arch is the cell
 
 Every language model here answers the same calls: model(idx, targets) -> (logits, loss),
-iter_generate / generate, num_params(). So training, sampling and evaluation need not care
-which one they hold; only construction and loading dispatch on the arch.
+num_params(). So training, sampling (groklm.infer.decode) and evaluation need not care which
+one they hold; only construction and loading dispatch on the arch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ import os
 from pathlib import Path
 
 from groklm.errors import CheckpointError, ConfigError
+from groklm.model.config import GPTConfig
+from groklm.model.gpt import GPT
+from groklm.model.rnn import RecurrentLM, RNNConfig
+from groklm.model.weights import load_weights
+from groklm.rundir import WEIGHTS_FILE, read_config
 
 LM_ARCHS = ("gpt", "rnn", "lstm", "gru")
 
@@ -26,8 +31,6 @@ def check_arch(arch: str) -> str:
 
 def config_class(arch: str) -> type:
     """The config dataclass of an arch (GPTConfig or RNNConfig)."""
-    from groklm.model.config import GPTConfig
-    from groklm.model.rnn import RNNConfig
 
     return GPTConfig if check_arch(arch) == "gpt" else RNNConfig
 
@@ -43,15 +46,11 @@ def make_config(arch: str, values: dict):
 
 
 def build_model(arch: str, config):
-    from groklm.model.gpt import GPT
-    from groklm.model.rnn import RecurrentLM
-
     return GPT(config) if check_arch(arch) == "gpt" else RecurrentLM(config)
 
 
 def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
     """The language model a run directory holds, whatever its arch, in eval mode."""
-    from groklm.rundir import WEIGHTS_FILE, load_weights, read_config
 
     saved = read_config(run_dir)
     arch = saved.get("arch", "gpt")  # runs from before the "arch" key are GPTs

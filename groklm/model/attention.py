@@ -9,16 +9,13 @@ trained to predict every next token of a sequence at once.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.model.config import GPTConfig
-
-if TYPE_CHECKING:
-    from groklm.model.kv_cache import LayerCache
+from groklm.model.kv_cache import LayerCache
 
 
 class RotaryEmbedding(nn.Module):

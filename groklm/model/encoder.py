@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from groklm.errors import CheckpointError, ConfigError
+from groklm.tokenizer.wordpiece import WordPieceTokenizer
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),  # the exact (erf) GELU, BERT's own
@@ -149,7 +151,6 @@ class Encoder(nn.Module):
     def from_hf(cls, directory: str | Path, device: str = "cpu") -> Encoder:
         """Load a Hugging Face BERT-family checkpoint: config.json, model.safetensors (or
         pytorch_model.bin, read without pickle's code execution) and tokenizer.json."""
-        from groklm.tokenizer.wordpiece import WordPieceTokenizer
 
         directory = Path(directory)
         config_path = directory / "config.json"
@@ -165,8 +166,6 @@ class Encoder(nn.Module):
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
     safetensors_path, bin_path = directory / "model.safetensors", directory / "pytorch_model.bin"
     if safetensors_path.is_file():
-        from safetensors.torch import load_file
-
         return load_file(str(safetensors_path))
     if bin_path.is_file():
         try:

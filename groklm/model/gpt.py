@@ -4,25 +4,26 @@
 
 Each Block is pre-norm: x = x + attn(norm(x)); x = x + mlp(norm(x)). The residual stream
 carries information straight through; each sub-layer reads from it and writes back a delta.
+
+Generation lives in groklm.infer: the reference decoder (decode.py) calls forward() once per
+token; the engine (engine.py) calls forward_cached() with a KV cache.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from groklm.infer.sampling import check_sampling, sample_next
 from groklm.model.attention import CausalSelfAttention
 from groklm.model.config import GPTConfig
+from groklm.model.kv_cache import KVCache
 from groklm.model.moe import MoE, moe_aux_loss
-
-if TYPE_CHECKING:
-    from groklm.model.kv_cache import KVCache
+from groklm.model.weights import load_weights
+from groklm.rundir import WEIGHTS_FILE, read_config
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (e.g. prompt tokens in SFT)
 
@@ -205,48 +206,6 @@ class GPT(nn.Module):
             maps.append(weights)
         return maps
 
-    # ---- generation -------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def iter_generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield the next token ids (B, 1), one step at a time (for streaming).
-
-        Each step re-reads the last block_size tokens: the plain, uncached reference that
-        groklm.infer.Engine (KV cache, batching, streaming) is tested against.
-        """
-        check_sampling(temperature, top_k, top_p)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=idx.device).manual_seed(seed)
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-            idx = torch.cat([idx, next_id], dim=1)
-            yield next_id
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-    ) -> torch.Tensor:
-        """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by sampled tokens."""
-        new = list(self.iter_generate(idx, max_new_tokens, temperature, top_k, top_p, seed))
-        return torch.cat([idx, *new], dim=1)
-
     # ---- bookkeeping ------------------------------------------------------------------------
 
     def num_params(self, non_embedding: bool = False) -> int:
@@ -276,8 +235,6 @@ class GPT(nn.Module):
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "GPT":
         """Load the model a run directory holds (config.json + model.safetensors)."""
-        from groklm.rundir import WEIGHTS_FILE, load_weights, read_config
-
         config = GPTConfig.from_dict(read_config(run_dir)["model"])
         model = cls(config)
         load_weights(model, Path(run_dir) / WEIGHTS_FILE)

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from groklm.errors import DataError
 
@@ -35,7 +36,6 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
 
 def plot_layer(weights: torch.Tensor, labels: list[str], title: str, path: Path) -> None:
     """weights: (n_head, T, T) for one sequence -> a PNG with one heat map per head."""
-    from matplotlib.figure import Figure
 
     n_head, T, _ = weights.shape
     cols = math.ceil(math.sqrt(n_head))

@@ -18,21 +18,20 @@ Two limits follow, and they are why transformers replaced RNNs:
 
 Generation, on the other hand, is cheap: each new token costs one step and the state is a few
 vectors, whatever the length so far (a transformer re-reads, or caches, every earlier token).
+The reference decoder (groklm.infer.decode) generates this way, through `step`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.errors import ConfigError
-from groklm.infer.sampling import check_sampling, sample_next
-from groklm.model.gpt import GPT, next_token_loss
+from groklm.model.gpt import next_token_loss
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -115,7 +114,8 @@ def make_recurrent(config: RNNConfig) -> nn.Module:
 
 class RecurrentLM(nn.Module):
     """An RNN language model with the GPT's interface: forward(idx, targets) -> (logits, loss),
-    iter_generate / generate, num_params. The state is (h) for rnn/gru and (h, c) for lstm."""
+    num_params; and step(idx, state) to carry the state across calls. The state is (h) for
+    rnn/gru and (h, c) for lstm."""
 
     def __init__(self, config: RNNConfig):
         super().__init__()
@@ -142,30 +142,6 @@ class RecurrentLM(nn.Module):
         if targets is not None:
             loss = next_token_loss(logits, targets)
         return logits, loss
-
-    @torch.no_grad()
-    def iter_generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield the next token ids (B, 1), one step at a time: read the prompt once, then
-        carry the state forward one token per step (no window: the state is the whole past)."""
-        check_sampling(temperature, top_k, top_p)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=idx.device).manual_seed(seed)
-        logits, state = self.step(idx)
-        for _ in range(max_new_tokens):
-            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-            yield next_id
-            logits, state = self.step(next_id, state)
-
-    generate = GPT.generate  # the prompt followed by iter_generate's tokens, as for the GPT
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (the tied embedding / head once); non_embedding leaves out the table."""

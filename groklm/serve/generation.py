@@ -8,7 +8,8 @@ collects them into one response.
 
 Chat replies pass through `ReplyParser` when tools are offered: call lines become
 `tool_calls` (finish_reason "tool_calls"), everything else is content. A forced tool choice
-and `response_format` become a grammar the engine enforces token by token.
+and `response_format` become a grammar the engine enforces token by token
+(groklm.infer.requests, as for the apps' backends).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from groklm.infer.engine import (
     SamplingParams,
     TokenLogprob,
 )
+from groklm.infer.requests import reply_grammar
 from groklm.infer.tool_calls import (
     ReplyParser,
-    Tool,
-    call_regex,
+    ToolSpec,
     check_tools,
     pick_tools,
     to_chatml,
@@ -114,7 +115,7 @@ def sampling_params(body: Sampling, max_tokens: int | None, logprobs: int | None
     ).validate()
 
 
-async def chat_jobs(body: ChatCompletionRequest, engine: AsyncEngine) -> tuple[list[Job], list[Tool]]:
+async def chat_jobs(body: ChatCompletionRequest, engine: AsyncEngine) -> tuple[list[Job], list[ToolSpec]]:
     """The jobs for a chat request, and the tools whose calls to parse out of the replies."""
     tokenizer = engine.engine.tokenizer
     tools = check_tools(body.tools or [])
@@ -124,24 +125,21 @@ async def chat_jobs(body: ChatCompletionRequest, engine: AsyncEngine) -> tuple[l
     if body.top_logprobs is not None and not body.logprobs:
         raise DataError("top_logprobs needs logprobs: true")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    forced = body.tool_choice == "required" or isinstance(body.tool_choice, dict)
-    if forced:
-        constraint = await asyncio.to_thread(Grammar.from_regex, call_regex(callable_tools), tokenizer)
-    else:
-        constraint = await response_format_grammar(body, tokenizer)
+    # Compiling walks the whole vocabulary through an automaton: keep it off the event loop.
+    constraint = await asyncio.to_thread(reply_grammar, tokenizer, callable_tools, body.tool_choice,
+                                         json_schema=response_format_schema(body))
     max_tokens = body.max_completion_tokens or body.max_tokens
     return [Job(prompt, sampling_params(body, max_tokens, logprobs, i), constraint) for i in range(body.n)], callable_tools
 
 
-async def response_format_grammar(body: ChatCompletionRequest, tokenizer) -> Grammar | None:
+def response_format_schema(body: ChatCompletionRequest) -> dict | None:
+    """The JSON schema response_format asks for (json_object: any object), or None for text."""
     form = body.response_format
     if form is None or form.type == "text":
         return None
     if form.type == "json_schema" and form.json_schema is None:
         raise DataError("response_format json_schema needs a 'json_schema': {'name', 'schema'} object")
-    schema = form.json_schema.schema_ if form.type == "json_schema" else ANY_JSON_OBJECT
-    # Compiling walks the whole vocabulary through an automaton: keep it off the event loop.
-    return await asyncio.to_thread(Grammar.from_json_schema, schema, tokenizer)
+    return form.json_schema.schema_ if form.type == "json_schema" else ANY_JSON_OBJECT
 
 
 def completion_jobs(body: CompletionRequest, engine: AsyncEngine) -> tuple[list[Job], int]:

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import regex
+from tqdm.auto import tqdm
 
 from groklm.errors import TokenizerError
 from groklm.tokenizer.base import (
@@ -31,6 +32,9 @@ from groklm.tokenizer.base import (
     check_special_tokens,
     ids_list,
 )
+from groklm.tokenizer.corpus import iter_texts, total_bytes
+from groklm.tokenizer.fast import build_fast_encoder
+from groklm.tokenizer.trainer import count_chunks, train_merges
 
 # GPT-2's pre-split, as released with GPT-2 (HF tokenizers' ByteLevel uses the same string).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -167,10 +171,6 @@ class Tokenizer(BaseTokenizer):
             Their text is cut out of the corpus before counting.
         errors: "strict" (non-UTF-8 file -> DataError) or "replace" (U+FFFD, with a warning).
         """
-        from tqdm.auto import tqdm
-
-        from groklm.tokenizer.corpus import iter_texts, total_bytes
-        from groklm.tokenizer.trainer import count_chunks, train_merges
 
         names = check_new_specials(special_tokens)
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
@@ -265,8 +265,6 @@ class Tokenizer(BaseTokenizer):
 
     def _fast_encoder(self):
         if self._fast is None:
-            from groklm.tokenizer.fast import build_fast_encoder
-
             self._fast = build_fast_encoder(
                 f"groklm-bpe-{self._vocab_size}",
                 self.pattern,

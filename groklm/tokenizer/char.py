@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import regex
+from tqdm.auto import tqdm
 
-from groklm.errors import TokenizerError
+from groklm.errors import DataError, TokenizerError
 from groklm.tokenizer.base import (
     FORMAT,
     FORMAT_VERSION,
@@ -20,6 +21,8 @@ from groklm.tokenizer.base import (
     check_special_tokens,
     ids_list,
 )
+from groklm.tokenizer.bpe import check_header
+from groklm.tokenizer.corpus import iter_texts
 
 
 class CharTokenizer(BaseTokenizer):
@@ -43,13 +46,9 @@ class CharTokenizer(BaseTokenizer):
             self._decode_table[token_id] = text.encode("utf-8")
 
     @classmethod
-    def train(cls, text_or_inputs, special_tokens: Iterable[str] | None = None, progress: bool = False, errors: str = "strict") -> CharTokenizer:
+    def train(cls, text_or_inputs, special_tokens: Iterable[str] | None = None, progress: bool = False,
+              errors: str = "strict") -> CharTokenizer:
         """The distinct characters of a corpus: a `str` of text, a `pathlib.Path`, or an iterable of them."""
-        from tqdm.auto import tqdm
-
-        from groklm.errors import DataError
-        from groklm.tokenizer.corpus import iter_texts
-
         seen: set[str] = set()
         for text in tqdm(iter_texts(text_or_inputs, errors), desc="reading", unit="block", disable=not progress):
             seen.update(text)
@@ -113,8 +112,6 @@ class CharTokenizer(BaseTokenizer):
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> CharTokenizer:
-        from groklm.tokenizer.bpe import check_header
-
         check_header(data, source, cls.type)
         if not isinstance(data.get("chars"), list) or not isinstance(data.get("special_tokens"), dict):
             raise TokenizerError(f"{source} is corrupt: 'chars' (a list) and 'special_tokens' are required")

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from groklm.errors import TokenizerError
 from groklm.tokenizer.base import FORMAT, BaseTokenizer, read_tokenizer_file
+from groklm.tokenizer.bpe import Tokenizer
+from groklm.tokenizer.char import CharTokenizer
+from groklm.tokenizer.imports import from_hf_dict, from_tiktoken_file
 
 
 def load_tokenizer(location: str | Path, pattern: str = "gpt4") -> BaseTokenizer:
@@ -15,18 +18,12 @@ def load_tokenizer(location: str | Path, pattern: str = "gpt4") -> BaseTokenizer
     Hugging Face `tokenizer.json` files of byte-level BPEs, and tiktoken `.tiktoken` rank files
     (which do not record their pre-split regex: `pattern` gives it, GPT-4's by default).
     """
-    from groklm.tokenizer.bpe import Tokenizer
-    from groklm.tokenizer.char import CharTokenizer
 
     location = Path(location)
     if location.suffix == ".tiktoken" and location.is_file():
-        from groklm.tokenizer.imports import from_tiktoken_file
-
         return from_tiktoken_file(location, pattern=pattern)
     path, data = read_tokenizer_file(location)
     if data.get("format") != FORMAT and "model" in data:
-        from groklm.tokenizer.imports import from_hf_dict
-
         return from_hf_dict(data, str(path))
     kinds = {"bpe": Tokenizer, "char": CharTokenizer}
     kind = data.get("type")

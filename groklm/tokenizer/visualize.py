@@ -52,7 +52,7 @@ def text_stats(tokenizer: BaseTokenizer, text: str) -> dict:
 def stats_table(rows: list[dict], tokenizer_names: list[str]) -> str:
     """A plain-text table: one row per file, one column group per tokenizer."""
     header = ["file", "bytes", "words"]
-    for k, name in enumerate(tokenizer_names):
+    for k in range(len(tokenizer_names)):
         tag = f"[{k + 1}]"
         header += [f"tokens{tag}", f"bytes/tok{tag}", f"tok/word{tag}"]
     if len(tokenizer_names) > 1:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from groklm.errors import CheckpointError
-from groklm.rundir import CHECKPOINT_DIR, WEIGHTS_FILE, atomic_path, load_weights, read_json, save_weights, write_json
+from groklm.model.weights import load_weights, save_weights
+from groklm.rundir import CHECKPOINT_DIR, WEIGHTS_FILE, atomic_path, read_json, write_json
 
 TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"

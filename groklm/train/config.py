@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, fields
 
 from groklm.errors import ConfigError
 
-
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -109,12 +108,10 @@ def preset(name: str | None) -> tuple[dict, dict]:
     return dict(PRESETS[name]["model"]), dict(PRESETS[name]["train"])
 
 
-def split_overrides(overrides: dict, model_class: type | None = None) -> tuple[dict, dict]:
+def split_overrides(overrides: dict, model_class: type) -> tuple[dict, dict]:
     """Sort key=value overrides into (model, train) dicts, each value parsed by its field's type.
-    model_class: the model's config dataclass (default GPTConfig; RNNConfig for recurrent archs)."""
-    from groklm.model.config import GPTConfig  # here, not at the top: `groklm --help` stays torch-free
-
-    model_fields = {f.name: f for f in fields(model_class or GPTConfig)}
+    model_class: the model's config dataclass (GPTConfig, RNNConfig, EncoderConfig, ...)."""
+    model_fields = {f.name: f for f in fields(model_class)}
     train_fields = {f.name: f for f in fields(TrainConfig)}
     model, train = {}, {}
     for key, value in overrides.items():

@@ -23,7 +23,6 @@ for short and long replies.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from pathlib import Path
@@ -32,6 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from groklm.errors import ConfigError
+from groklm.model import GPT
+from groklm.rundir import read_config
+from groklm.train.preferences import check_finite, open_pair_run, resolve_base, resolve_data, sequence_logps, train_on_pairs
 
 STAGE = "dpo"
 LOSSES = ("sigmoid", "ipo")
@@ -73,8 +75,6 @@ def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, 
     average = loss_type == "ipo"
 
     def loss_fn(policy, batch):
-        from groklm.train.preferences import sequence_logps
-
         ids, response, _ = batch
         policy_chosen, policy_rejected = sequence_logps(policy, ids, response, average).chunk(2)
         with torch.no_grad():
@@ -112,12 +112,7 @@ def train_dpo(
     """DPO-train a copy of the GPT run `run` (the policy) against a frozen copy (the reference)
     into `out`, a normal GPT run ("stage": "dpo"); returns `out`. On resume the settings
     default to the saved ones, and the reference is the saved base run again."""
-    from groklm.model import GPT
-    from groklm.rundir import read_config
-    from groklm.train.preferences import check_finite, resolve_base, resolve_data, stage_config, train_on_pairs
-
-    out = Path(out)
-    cfg, saved = stage_config(out, STAGE, DEFAULTS, overrides or {}, resume)
+    run_dir, cfg, saved = open_pair_run(out, STAGE, DEFAULTS, overrides or {}, resume)
     base, model_config = resolve_base(run, saved)
     data, val = resolve_data(data, val, saved, STAGE)
     settings = {"beta": 0.1, "loss": "sigmoid", "label_smoothing": 0.0, "sft_weight": 0.0, **(saved or {}).get(STAGE, {})}
@@ -133,8 +128,9 @@ def train_dpo(
         raise ConfigError("label smoothing applies to the sigmoid loss only; drop --label-smoothing or use --loss sigmoid")
     if resume and read_config(base)["model"] != model_config:
         raise ConfigError(f"the reference run {base} no longer matches the model this run started from")
-    config = {"model": model_config, "train": cfg.to_dict(), "stage": STAGE, "arch": "gpt", "base_run": str(base.resolve()),
-              "data": {"spec": data, "val": val}, STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing, "sft_weight": sft_weight}}
+    config = {"stage": STAGE, "parent": base, "arch": "gpt", "model": model_config, "train": cfg.to_dict(),
+              "data": {"spec": data, "val": val},
+              STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing, "sft_weight": sft_weight}}
 
     def build(device):
         reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
@@ -142,38 +138,4 @@ def train_dpo(
         policy = copy.deepcopy(reference).requires_grad_(True).train()
         return policy, dpo_loss_fn(reference, beta, loss_type, smoothing, sft_weight)
 
-    return train_on_pairs(out, base, config, cfg, build, skip_bad_lines, resume, progress)
-
-
-# ---- command line -----------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    from groklm.train.reward import add_pair_arguments
-
-    parser = subparsers.add_parser(
-        "dpo",
-        help="align a GPT to preference pairs with DPO (no reward model, no RL)",
-        description="Direct Preference Optimization: train a copy of RUN to raise the log-probability of chosen "
-        "replies over rejected ones, relative to a frozen copy of RUN. Logs implicit rewards, margins and "
-        "accuracy on train and held-out pairs. The result is a normal GPT run.",
-    )
-    add_pair_arguments(parser)
-    parser.add_argument("--beta", type=float, default=None, help="strength of the pull towards RUN (default 0.1)")
-    parser.add_argument("--loss", dest="loss_type", choices=LOSSES, default=None, help="sigmoid (DPO, default) or ipo")
-    parser.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
-                        help="assumed fraction of flipped labels, in [0, 0.5) (conservative DPO; default 0)")
-    parser.add_argument("--sft-weight", type=float, default=None, metavar="ALPHA",
-                        help="add ALPHA x the chosen replies' per-token NLL, keeping them likely (RPO; default 0)")
-    parser.set_defaults(func=run_dpo)
-
-
-def run_dpo(args: argparse.Namespace) -> None:
-    from groklm.train.config import parse_set_args
-    from groklm.train.reward import print_pair_summary
-
-    out = train_dpo(args.run, args.data, args.out, val=args.val, beta=args.beta, loss_type=args.loss_type,
-                    label_smoothing=args.label_smoothing, sft_weight=args.sft_weight, overrides=parse_set_args(args.overrides),
-                    skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print_pair_summary(out)
+    return train_on_pairs(run_dir, base, config, cfg, build, skip_bad_lines, resume, progress)

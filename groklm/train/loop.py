@@ -26,12 +26,16 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
-from groklm.errors import ConfigError
-from groklm.rundir import METRICS_FILE, WEIGHTS_FILE, save_weights
+from groklm.errors import ConfigError, DataError
+from groklm.jsonl import read_jsonl, write_jsonl
+from groklm.model.weights import save_weights
+from groklm.rundir import METRICS_FILE, WEIGHTS_FILE
 from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from groklm.train.config import TrainConfig
 from groklm.train.distributed import Distributed
+from groklm.train.plots import LOSS_PLOT, plot_loss
 
 # A batch is a tuple of tensors whose meaning only the stage's loss_fn knows (for next-token
 # prediction: inputs, targets and optionally packed document ids).
@@ -42,8 +46,9 @@ ValBatch = Callable[[int], Batch]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def next_token_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The language-modelling loss: batch = (inputs, targets[, doc_ids])."""
+def language_model_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss_fn of language modelling: the model's own next-token loss on batch = (inputs,
+    targets[, doc_ids])."""
     _, loss = model(*batch)
     return loss, {}
 
@@ -132,7 +137,7 @@ class Setup:
     run_dir: Path
     dist: Distributed
     device: torch.device
-    loss_fn: LossFn = next_token_loss
+    loss_fn: LossFn = language_model_loss
 
 
 def micro_range(cfg: TrainConfig, dist: Distributed) -> range:
@@ -148,8 +153,6 @@ def micro_range(cfg: TrainConfig, dist: Distributed) -> range:
 
 def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = True) -> dict:
     """Run (or continue) training to cfg.max_iters; returns the last metrics record."""
-    from tqdm import tqdm
-
     micros = micro_range(cfg, s.dist)
     dtype = resolve_dtype(cfg, s.device)
     optimizer = make_optimizer(s.model, cfg, s.device)
@@ -159,7 +162,7 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
         state = load_checkpoint(find_checkpoint(s.run_dir), s.model, optimizer, scaler)
     metrics = MetricsLog(s.run_dir / METRICS_FILE, s.dist.is_main, keep_until=state["step"])
 
-    model, ddp = wrap_model(s.model, cfg, s)
+    model, ddp = wrap_model(s.model, cfg.compile, s.dist, s.device)
     tokens_per_step = s.tokens_per_micro * cfg.grad_accum
     bar = tqdm(total=cfg.max_iters, initial=state["step"], unit="step", disable=not (progress and s.dist.is_main), dynamic_ncols=True)
     record: dict = {}
@@ -199,8 +202,6 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
 def train_and_save(cfg: TrainConfig, s: Setup, title: str, resume: bool = False, progress: bool = True) -> dict:
     """`train`, then (on the main process) the final weights and the loss plot into the run dir:
     what every stage built on this loop does last."""
-    from groklm.train.plots import LOSS_PLOT, plot_loss
-
     record = train(cfg, s, resume=resume, progress=progress)
     if s.dist.is_main:
         save_weights(s.model, s.run_dir / WEIGHTS_FILE)
@@ -208,13 +209,13 @@ def train_and_save(cfg: TrainConfig, s: Setup, title: str, resume: bool = False,
     return record
 
 
-def wrap_model(model: nn.Module, cfg: TrainConfig, s: Setup):
+def wrap_model(model: nn.Module, compile: bool, dist: Distributed, device: torch.device):
     """(the model to evaluate, the model to train): compiled if asked, and DDP-wrapped for training
     when there are several processes. All share the same parameters as `model`."""
-    compiled = torch.compile(model) if cfg.compile else model
-    if not s.dist.enabled:
+    compiled = torch.compile(model) if compile else model
+    if not dist.enabled:
         return compiled, compiled
-    device_ids = [s.device.index] if s.device.type == "cuda" else None
+    device_ids = [device.index] if device.type == "cuda" else None
     return compiled, torch.nn.parallel.DistributedDataParallel(compiled, device_ids=device_ids)
 
 
@@ -278,15 +279,19 @@ class MetricsLog:
         if enabled:
             kept = []
             if keep_until and path.is_file():
-                for line in path.read_text().splitlines():
-                    try:
-                        if json.loads(line)["step"] <= keep_until:
-                            kept.append(line + "\n")
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        break  # a line cut short by the crash: nothing valid follows it
-            path.write_text("".join(kept))
+                # a line cut short by the crash ends the log: nothing valid follows it
+                logged = read_jsonl(path, _logged_step, stop_at_bad_line=True, allow_empty=True)
+                kept = [record for record in logged if record["step"] <= keep_until]
+            write_jsonl(path, kept)
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+def _logged_step(value: object) -> dict:
+    """A metrics.jsonl record: an object with a numeric "step"."""
+    if not isinstance(value, dict) or not isinstance(value.get("step"), (int, float)):
+        raise DataError('expected an object with a numeric "step"')
+    return value

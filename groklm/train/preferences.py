@@ -21,7 +21,6 @@ pairs the uninterrupted run would have.
 from __future__ import annotations
 
 import functools
-import shutil
 import warnings
 from pathlib import Path
 
@@ -29,10 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from groklm.data.chat_data import load_preferences_jsonl
 from groklm.errors import CheckpointError, ConfigError, DataError
-from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, read_config, write_json
+from groklm.model.config import GPTConfig
+from groklm.rundir import TOKENIZER_DIR, RunDir, read_config
+from groklm.tasks import make_preferences
 from groklm.tokenizer.chat import render_chat
+from groklm.tokenizer.load import load_tokenizer
 from groklm.train.config import TrainConfig, split_overrides
+from groklm.train.stage import Place, open_run, run_stage
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 1000, 200  # pairs per task
@@ -47,14 +51,10 @@ def load_pairs(spec: str, val: str | None = None, skip_bad_lines: bool = False, 
     Synthetic data has its own test split. From a file, `val` (another file) is the held-out
     set, or else a seeded tenth of the file is held out."""
     if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
-        from groklm.data.synthetic import make_preferences
-
         names = spec.partition(":")[2]
         tasks = [t.strip() for t in names.split(",") if t.strip()] or None
         return (make_preferences(tasks, SYNTHETIC_TRAIN, "train", seed),
                 make_preferences(tasks, SYNTHETIC_VAL, "test", seed))
-    from groklm.data.chat_data import load_preferences_jsonl
-
     pairs = load_preferences_jsonl(spec, skip_bad_lines)
     if val is not None:
         return pairs, load_preferences_jsonl(val, skip_bad_lines)
@@ -161,31 +161,25 @@ def sequence_logps(model, ids: torch.Tensor, response: torch.Tensor, average: bo
 # ---- the run directory ----------------------------------------------------------------------
 
 
-def stage_config(out: Path, stage: str, defaults: dict, overrides: dict, resume: bool) -> tuple[TrainConfig, dict | None]:
-    """(TrainConfig, the saved config on resume or None). Only training keys can be set: the
-    model's shape is the base run's."""
-    model_over, train_over = split_overrides(overrides)
+def open_pair_run(out, stage: str, defaults: dict, overrides: dict, resume: bool) -> tuple[RunDir, TrainConfig, dict | None]:
+    """(the run directory, its TrainConfig, the saved config on resume or None). Only training
+    keys can be set: the model's shape is the base run's."""
+    model_over, train_over = split_overrides(overrides, GPTConfig)
     if model_over:
         raise ConfigError(f"the model comes from the base run; cannot set {sorted(model_over)} in a {stage} run")
-    if resume:
-        saved = read_config(out)
-        if saved.get("stage") != stage:
-            raise ConfigError(f"{out} is a {saved.get('stage')!r} run, not a {stage} run; cannot resume it as {stage}")
-        return TrainConfig.from_dict({**saved["train"], **train_over}), saved
-    if (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    return TrainConfig.from_dict({**defaults, **train_over}), None
+    run, saved = open_run(out, stage, resume)
+    return run, TrainConfig.from_dict({**(saved["train"] if saved else defaults), **train_over}), saved
 
 
 def resolve_base(run, saved: dict | None) -> tuple[Path, dict]:
     """(the base run's path, its model config). The base must be a plain GPT run (pretrained,
     SFT or DPO); on resume it is the saved one."""
     if saved:
-        return Path(run or saved["base_run"]), saved["model"]
+        return Path(run or saved["parent"]), saved["model"]
     if run is None:
         raise ConfigError("name the GPT run to start from: groklm <stage> RUN --data ... --out DIR")
     config = read_config(run)
-    if config.get("arch", "gpt") != "gpt":
+    if config["arch"] != "gpt":
         raise CheckpointError(f"{run} holds a {config['arch']!r} model; start from a GPT run (pretrain, sft or dpo)")
     if not (Path(run) / TOKENIZER_DIR).is_dir():
         raise CheckpointError(f"{run} has no {TOKENIZER_DIR}/; preference stages need its tokenizer to render chats")
@@ -203,45 +197,27 @@ def resolve_data(data: str | None, val: str | None, saved: dict | None, stage: s
     return data, str(Path(val).resolve()) if val else None
 
 
-def train_on_pairs(out: Path, base: Path, config: dict, cfg: TrainConfig, build, skip_bad_lines: bool, resume: bool, progress: bool) -> Path:
-    """The part every preference stage shares: read and encode the pairs, write the run dir,
-    train with the shared loop, save the weights and the loss plot.
+def train_on_pairs(run: RunDir, base: Path, config: dict, cfg: TrainConfig, build, skip_bad_lines: bool, resume: bool,
+                   progress: bool) -> Path:
+    """The part every preference stage shares: read and encode the pairs, then the stage
+    scaffold (config.json written by rank 0 with the base run's tokenizer, the shared loop, the
+    weights and the loss plot).
 
-    build(device) -> (model to train and save, its loss_fn), called after seeding."""
-    from groklm.tokenizer.load import load_tokenizer
-    from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, resolve_device, train_and_save
-    from groklm.train.pretrain import seed_everything
-
-    tokenizer = load_tokenizer((out if resume else base) / TOKENIZER_DIR)
+    config: the keys of RunDir.write_config. build(device) -> (model to train and save, its
+    loss_fn), called after seeding."""
+    tokenizer = load_tokenizer(run.tokenizer_dir if resume else base / TOKENIZER_DIR)
     train_pairs, val_pairs = load_pairs(config["data"]["spec"], config["data"]["val"], skip_bad_lines, cfg.seed)
     block_size = config["model"]["block_size"]
     train_set = encode_pairs(tokenizer, train_pairs, block_size, "training pairs")
     val_set = encode_pairs(tokenizer, val_pairs, block_size, "held-out pairs")
     mean_length = sum(len(p[0]) + len(p[2]) for p in train_set) / len(train_set)
-    dist = Distributed.from_env()
-    device = resolve_device(cfg, dist.local_rank)
-    dist.start(device)  # every check above has passed on every process before rank 0 writes
-    try:
-        if dist.is_main:
-            write_stage_dir(out, base, config, fresh=not resume)
-        seed_everything(cfg.seed)
-        model, loss_fn = build(device)
-        setup = Setup(model=model, batches=make_pair_batches(train_set, cfg), val_batch=make_pair_val_batch(val_set, cfg),
-                      tokens_per_micro=round(cfg.batch_size * mean_length), run_dir=out, dist=dist, device=device,
-                      loss_fn=loss_fn)
-        train_and_save(cfg, setup, f"{config['stage']} {out.name}", resume=resume, progress=progress)
-    finally:
-        dist.stop()
-    return out
 
+    def setup(place: Place):
+        model, loss_fn = build(place.device)
+        return place.setup(model, make_pair_batches(train_set, cfg), make_pair_val_batch(val_set, cfg),
+                           tokens_per_micro=round(cfg.batch_size * mean_length), loss_fn=loss_fn)
 
-def write_stage_dir(out: Path, base: Path, config: dict, fresh: bool) -> None:
-    """config.json, plus the base run's tokenizer on a fresh run."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, config)
-    if fresh:
-        shutil.copytree(base / TOKENIZER_DIR, out / TOKENIZER_DIR, dirs_exist_ok=True)
+    return run_stage(run, config, cfg, setup, resume=resume, progress=progress, tokenizer=base / TOKENIZER_DIR)
 
 
 def check_finite(name: str, value: float, low: float = 0.0, high: float | None = None) -> float:

@@ -11,8 +11,6 @@ trains a recurrent model (groklm/model/rnn.py) the same way instead; config.json
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -22,9 +20,14 @@ import numpy as np
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
 from groklm.errors import ConfigError, DataError
 from groklm.model.arch import build_model, check_arch, config_class, make_config
-from groklm.rundir import CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, read_config, write_json
-from groklm.train.config import TrainConfig, preset as preset_values, split_overrides
+from groklm.model.moe import moe_loss
+from groklm.rundir import TOKENIZER_DIR
+from groklm.train.config import TrainConfig, split_overrides
+from groklm.train.config import preset as preset_values
+from groklm.train.loop import language_model_loss
+from groklm.train.stage import Place, open_run, run_stage
 
+STAGE = "pretrain"
 VOCAB_MULTIPLE = 64  # matmuls over a vocab padded to a multiple of 64 run faster on GPUs
 
 
@@ -42,60 +45,46 @@ def pretrain(
     overrides: {key: value} for any GPTConfig (RNNConfig) or TrainConfig field (strings are parsed by type).
     resume: continue `out_dir` from its checkpoint (data_dir may then be None: the saved one).
     """
-    from groklm.train.distributed import Distributed
-    from groklm.train.loop import Setup, resolve_device, train_and_save
-
-    out = Path(out_dir)
-    arch, model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, out, preset, overrides or {}, resume)
+    run, saved = open_run(out_dir, STAGE, resume)
+    arch, model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, run.path, saved, preset, overrides or {})
     shards = TokenShards(data_dir)
     check_data(shards, model_cfg, data_dir)
-    dist = Distributed.from_env()
-    device = resolve_device(train_cfg, dist.local_rank)
-    dist.start(device)  # every check above has passed on every process before rank 0 writes
-    try:
-        if dist.is_main:
-            write_run_dir(out, arch, model_cfg, train_cfg, shards, preset, fresh=not resume)
-        seed_everything(train_cfg.seed)
-        model = build_model(arch, model_cfg).to(device)
-        if dist.is_main:
+    config = {"stage": STAGE, "parent": None, "arch": arch, "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+              "data": {"dir": str(shards.dir.resolve()), "meta": shards.meta}, STAGE: {"preset": preset}}
+    tokenizer = shards.dir / TOKENIZER_DIR
+
+    def build(place: Place):
+        model = build_model(arch, model_cfg).to(place.device)
+        if place.dist.is_main:
             print(f"{arch.upper()}: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} without "
-                  f"embeddings), {dist.world_size} process(es) on {device}", file=sys.stderr, flush=True)
-        setup = Setup(
-            model=model,
-            batches=make_batches(shards.train, train_cfg, model_cfg.block_size),
-            val_batch=make_val_batch(shards.val, train_cfg, model_cfg.block_size),
-            tokens_per_micro=train_cfg.batch_size * model_cfg.block_size,
-            run_dir=out,
-            dist=dist,
-            device=device,
-            loss_fn=loss_function(model_cfg),
-        )
-        train_and_save(train_cfg, setup, f"pretrain {out.name}", resume=resume, progress=progress)
-    finally:
-        dist.stop()
-    return out
+                  f"embeddings), {place.dist.world_size} process(es) on {place.device}", file=sys.stderr, flush=True)
+        return place.setup(model, make_batches(shards.train, train_cfg, model_cfg.block_size),
+                           make_val_batch(shards.val, train_cfg, model_cfg.block_size),
+                           tokens_per_micro=train_cfg.batch_size * model_cfg.block_size, loss_fn=loss_function(model_cfg))
+
+    return run_stage(run, config, train_cfg, build, resume=resume, progress=progress,
+                     tokenizer=tokenizer if tokenizer.is_dir() else None)
 
 
-def resolve_config(data_dir, out: Path, preset: str | None, overrides: dict, resume: bool):
-    """(arch, model config, TrainConfig, data dir, preset): from preset + overrides, or from the run on resume."""
+def resolve_config(data_dir, out: Path, saved: dict | None, preset: str | None, overrides: dict):
+    """(arch, model config, TrainConfig, data dir, preset): from preset + overrides, or from
+    the saved config of the run being resumed."""
     overrides = dict(overrides)
-    saved = read_config(out) if resume else {}
-    arch = check_arch(str(overrides.pop("arch", saved.get("arch", "gpt"))))
-    if resume and arch != saved.get("arch", "gpt"):
-        raise ConfigError(f"{out} holds a {saved.get('arch', 'gpt')!r} model; resume it without --set arch={arch}")
+    arch = check_arch(str(overrides.pop("arch", (saved or {}).get("arch", "gpt"))))
     model_over, train_over = split_overrides(overrides, config_class(arch))
-    if resume:
-        if preset is not None and preset != saved.get("preset"):
-            raise ConfigError(f"{out} was trained with preset {saved.get('preset')!r}; resume it without --preset {preset}")
+    if saved:
+        if arch != saved["arch"]:
+            raise ConfigError(f"{out} holds a {saved['arch']!r} model; resume it without --set arch={arch}")
+        saved_preset = saved.get(STAGE, {}).get("preset")
+        if preset is not None and preset != saved_preset:
+            raise ConfigError(f"{out} was trained with preset {saved_preset!r}; resume it without --preset {preset}")
         changed = {k: v for k, v in model_over.items() if saved["model"].get(k) != v}
         if changed:
             raise ConfigError(f"the model's shape is fixed once trained; cannot change {sorted(changed)} on resume")
         train_cfg = TrainConfig.from_dict({**saved["train"], **train_over})
-        return arch, make_config(arch, saved["model"]), train_cfg, data_dir or saved["data"]["dir"], saved.get("preset")
+        return arch, make_config(arch, saved["model"]), train_cfg, data_dir or saved["data"]["dir"], saved_preset
     if data_dir is None:
         raise ConfigError("pretraining needs --data DIR (made by `groklm data prepare`)")
-    if (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     preset_model, preset_train = preset_values(preset)
     if arch != "gpt":  # presets describe GPTs: a recurrent model takes the sizes they share
         shared = {f.name for f in fields(config_class(arch))}
@@ -110,10 +99,7 @@ def resolve_config(data_dir, out: Path, preset: str | None, overrides: dict, res
 
 def loss_function(model_cfg):
     """The next-token loss; a mixture-of-experts GPT's also logs its experts' utilisation."""
-    from groklm.model.moe import moe_loss
-    from groklm.train.loop import next_token_loss
-
-    return moe_loss if getattr(model_cfg, "moe_experts", 0) else next_token_loss
+    return moe_loss if getattr(model_cfg, "moe_experts", 0) else language_model_loss
 
 
 def check_data(shards: TokenShards, config, data_dir) -> None:
@@ -129,30 +115,6 @@ def check_data(shards: TokenShards, config, data_dir) -> None:
                 f"{data_dir} has {len(tokens)} {split} tokens, fewer than one block of "
                 f"block_size+1={config.block_size + 1}; {hint}, or lower block_size (--set block_size=N)"
             )
-
-
-def write_run_dir(out: Path, arch: str, model_cfg, train_cfg: TrainConfig, shards: TokenShards, preset, fresh: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model": model_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "data": {"dir": str(shards.dir.resolve()), "meta": shards.meta},
-        "stage": "pretrain",
-        "arch": arch,
-        "preset": preset,
-    }
-    write_json(out / CONFIG_FILE, config)
-    tokenizer = shards.dir / TOKENIZER_DIR
-    if fresh and tokenizer.is_dir():
-        shutil.copytree(tokenizer, out / TOKENIZER_DIR, dirs_exist_ok=True)
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def make_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int):

@@ -17,9 +17,7 @@ bias). A margin > 0 asks for the chosen reply to win by at least that much. PPO 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -27,7 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.errors import CheckpointError, ConfigError
-from groklm.train.config import add_training_arguments
+from groklm.model import GPT, GPTConfig
+from groklm.model.weights import load_weights
+from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
+from groklm.tokenizer.chat import render_chat
+from groklm.tokenizer.load import load_tokenizer
+from groklm.train.preferences import check_finite, open_pair_run, resolve_base, resolve_data, train_on_pairs
 
 STAGE = "reward"
 # Fine-tuning settings: a low learning rate keeps most of what the base model knows.
@@ -68,8 +71,6 @@ class RewardModel(nn.Module):
 
         A conversation longer than block_size keeps its last block_size tokens: the reply
         and as much of the context before it as fits."""
-        from groklm.tokenizer.chat import render_chat
-
         tokenizer = tokenizer or self.tokenizer
         if tokenizer is None:
             raise ConfigError("score() needs a tokenizer: load with RewardModel.from_run or pass tokenizer=")
@@ -85,17 +86,12 @@ class RewardModel(nn.Module):
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "RewardModel":
         """Load a reward run (config.json "arch": "reward", backbone + head weights, tokenizer)."""
-        from groklm.model import GPT, GPTConfig
-        from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, load_weights, read_config
-
         config = read_config(run_dir)
         if config.get("arch") != "reward":
             raise CheckpointError(f"{run_dir} is not a reward model (its arch is {config.get('arch')!r}); train one with `groklm reward`")
         model = cls(GPT(GPTConfig.from_dict(config["model"])))
         load_weights(model, Path(run_dir) / WEIGHTS_FILE)
         if (Path(run_dir) / TOKENIZER_DIR).is_dir():
-            from groklm.tokenizer.load import load_tokenizer
-
             model.tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_DIR)
         return model.to(device).eval()
 
@@ -129,70 +125,18 @@ def train_reward(
     data: a preferences JSONL file, "synthetic" or "synthetic:task1,task2"; val: held-out
     pairs (default: synthetic's test split, or a tenth of the file). On resume, run, data,
     val and margin default to the saved ones."""
-    from groklm.model import GPT, GPTConfig
-    from groklm.train.preferences import check_finite, resolve_base, resolve_data, stage_config, train_on_pairs
-
-    out = Path(out)
-    cfg, saved = stage_config(out, STAGE, DEFAULTS, overrides or {}, resume)
+    run_dir, cfg, saved = open_pair_run(out, STAGE, DEFAULTS, overrides or {}, resume)
     base, model_config = resolve_base(run, saved)
     data, val = resolve_data(data, val, saved, STAGE)
     if margin is None:
         margin = saved[STAGE]["margin"] if saved else 0.0
     margin = check_finite("margin", margin)
-    config = {"model": model_config, "train": cfg.to_dict(), "stage": STAGE, "arch": "reward",
-              "base_run": str(base.resolve()), "data": {"spec": data, "val": val}, STAGE: {"margin": margin}}
+    config = {"stage": STAGE, "parent": base, "arch": "reward", "model": model_config, "train": cfg.to_dict(),
+              "data": {"spec": data, "val": val}, STAGE: {"margin": margin}}
 
     def build(device):
         # On resume the checkpoint brings the weights; the base run need not exist any more.
         backbone = GPT(GPTConfig.from_dict(model_config)) if resume else GPT.from_run(base)
         return RewardModel(backbone).to(device).train(), reward_loss_fn(margin)
 
-    return train_on_pairs(out, base, config, cfg, build, skip_bad_lines, resume, progress)
-
-
-# ---- command line -----------------------------------------------------------------------------
-
-
-def add_pair_arguments(parser) -> None:
-    """Arguments every preference stage takes."""
-    parser.add_argument("run", nargs="?", metavar="RUN", help="the GPT run to start from (optional with --resume)")
-    parser.add_argument("--data", metavar="FILE|synthetic[:tasks]",
-                        help="preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks")
-    parser.add_argument("--val", metavar="FILE", help="held-out pairs (default: synthetic's test split, or a tenth of --data)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines of --data instead of stopping")
-    add_training_arguments(parser)
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reward",
-        help="train a reward model (scalar head on a GPT) from preference pairs",
-        description="Train a reward model: the transformer of RUN plus a scalar head read at the last token, "
-        "fitted so that chosen replies score higher than rejected ones. Logs pairwise accuracy on train and "
-        "held-out pairs. Load the result with RewardModel.from_run(DIR).",
-    )
-    add_pair_arguments(parser)
-    parser.add_argument("--margin", type=float, default=None, help="required reward gap in the loss (default 0)")
-    parser.set_defaults(func=run_reward)
-
-
-def run_reward(args: argparse.Namespace) -> None:
-    from groklm.train.config import parse_set_args
-
-    out = train_reward(args.run, args.data, args.out, val=args.val, margin=args.margin,
-                       overrides=parse_set_args(args.overrides), skip_bad_lines=args.skip_bad_lines,
-                       resume=args.resume, progress=not args.no_progress)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print_pair_summary(out)
-
-
-def print_pair_summary(run: Path) -> None:
-    from groklm.rundir import METRICS_FILE
-    from groklm.train.plots import read_metrics
-
-    records = read_metrics(Path(run) / METRICS_FILE)
-    if records:
-        last = records[-1]
-        val = f", val accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""
-        print(f"{run}: step {last['step']}, loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f}{val}", file=sys.stdout)
+    return train_on_pairs(run_dir, base, config, cfg, build, skip_bad_lines, resume, progress)

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sys
 import warnings
 from pathlib import Path
 
+from groklm.data.chat_data import load_sft_jsonl
 from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError, TokenizerError
-from groklm.rundir import (CHECKPOINT_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_weights,
-                           read_config, write_json)
-from groklm.train.config import TrainConfig, add_training_arguments, split_overrides
+from groklm.model import GPT, GPTConfig
+from groklm.model.gpt import IGNORE_INDEX
+from groklm.model.weights import load_weights
+from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
+from groklm.tasks import make_sft
+from groklm.tokenizer import load_tokenizer
+from groklm.tokenizer.base import IM_END, IM_START
+from groklm.tokenizer.chat import render_chat
+from groklm.train.config import TrainConfig, split_overrides
+from groklm.train.packing import batch_rows, conversation_example, pack
+from groklm.train.stage import Place, open_run, run_stage
 
+STAGE = "sft"
 # Fine-tuning nudges weights that already know the language: a lower peak learning rate than
 # pretraining (big steps would wash out what the base model knows), a short warmup (Adam's
 # moments start at zero, so the first steps are noisy even on a good model), and far fewer
@@ -55,26 +64,14 @@ def sft(
     for TrainConfig fields (and dropout). resume: continue `out_dir` exactly; base_run is then
     not needed, and data may be None (the saved data). synthetic_n: training chats per synthetic task;
     synthetic_chatty: the share of synthetic demonstrations written in a wordier style than the
-    task asks for (see groklm.data.synthetic; the speedrun uses it so that alignment has a
-    behaviour to fix).
+    task asks for (see groklm.tasks; the speedrun uses it so that alignment has a behaviour to fix).
     Returns the run directory.
     """
-    from groklm.model import GPT, GPTConfig
-    from groklm.tokenizer import load_tokenizer
-    from groklm.train.distributed import Distributed
-    from groklm.train.checkpoint import find_checkpoint
-    from groklm.train.loop import Setup, resolve_device, train_and_save
-    from groklm.train.pretrain import seed_everything
-
-    out = Path(out_dir)
-    if resume:
+    run, saved = open_run(out_dir, STAGE, resume)
+    if saved:
         # The run holds all it needs (its config, tokenizer copy, and weights in the checkpoint),
         # so the base run may since have moved; data not given again is the data it started with.
-        saved = read_config(out)
-        if saved.get("stage") != "sft":
-            raise ConfigError(f"{out} is a {saved.get('stage')!r} run, not an SFT run; resume it with its own command")
-        find_checkpoint(out)  # fail before anything is rewritten
-        base = Path(saved["base_run"])
+        base = Path(saved["parent"])
         saved_data = saved.get("data", {})
         data = data if data is not None else saved_data.get("train")
         val_data = val_data if val_data is not None else saved_data.get("val")
@@ -82,9 +79,9 @@ def sft(
         synthetic_n = saved_data.get("synthetic_n", synthetic_n)
         synthetic_chatty = saved_data.get("synthetic_chatty", synthetic_chatty)
         model_cfg, train_cfg = resolve_config(saved, overrides or {}, saved["train"])
-        tokenizer = load_tokenizer(out / TOKENIZER_DIR)
+        tokenizer = load_tokenizer(run.tokenizer_dir)
     else:
-        base = check_base_run(base_run, out)
+        base = check_base_run(base_run, run.path)
         model_cfg, train_cfg = resolve_config(read_config(base), overrides or {}, SFT_DEFAULTS)
         tokenizer = load_tokenizer(base / TOKENIZER_DIR)
     model_cfg = GPTConfig.from_dict(model_cfg)
@@ -92,36 +89,23 @@ def sft(
     train_rows, val_rows, data_info = build_rows(
         tokenizer, data, val_data, model_cfg.block_size, train_cfg.seed, skip_bad_lines, synthetic_n, synthetic_chatty)
     data_info["skip_bad_lines"] = skip_bad_lines
+    config = {"stage": STAGE, "parent": base, "arch": "gpt", "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+              "data": data_info}
 
-    dist = Distributed.from_env()
-    device = resolve_device(train_cfg, dist.local_rank)
-    dist.start(device)  # every check above has passed on every process before rank 0 writes
-    try:
-        if dist.is_main:
-            write_run_dir(out, base, model_cfg, train_cfg, data_info, fresh=not resume)
-        seed_everything(train_cfg.seed)
+    def build(place: Place):
         # GPT.from_run, but built from this run's config: the base's shape, this run's dropout.
         model = GPT(model_cfg)
         if not resume:  # on resume the checkpoint holds the weights
             load_weights(model, base / WEIGHTS_FILE)
-        model.to(device)
-        if dist.is_main:
+        model.to(place.device)
+        if place.dist.is_main:
             print(f"SFT of {base}: {data_info['conversations']:,} chats in {len(train_rows):,} rows "
                   f"({data_info['fill']:.0%} full), {data_info['val_conversations']:,} val chats, "
-                  f"{dist.world_size} process(es) on {device}", file=sys.stderr, flush=True)
-        setup = Setup(
-            model=model,
-            batches=make_batches(train_rows, train_cfg),
-            val_batch=make_val_batch(val_rows, train_cfg),
-            tokens_per_micro=train_cfg.batch_size * model_cfg.block_size,
-            run_dir=out,
-            dist=dist,
-            device=device,
-        )
-        train_and_save(train_cfg, setup, f"sft {out.name}", resume=resume, progress=progress)
-    finally:
-        dist.stop()
-    return out
+                  f"{place.dist.world_size} process(es) on {place.device}", file=sys.stderr, flush=True)
+        return place.setup(model, make_batches(train_rows, train_cfg), make_val_batch(val_rows, train_cfg),
+                           tokens_per_micro=train_cfg.batch_size * model_cfg.block_size)
+
+    return run_stage(run, config, train_cfg, build, resume=resume, progress=progress, tokenizer=base / TOKENIZER_DIR)
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -132,7 +116,7 @@ def check_base_run(base_run, out: Path) -> Path:
         raise ConfigError("SFT needs a base run directory to start from (groklm sft RUN ...)")
     base = Path(base_run)
     config = read_config(base)  # a clear error if it is missing or not a run
-    if config.get("arch", "gpt") != "gpt":
+    if config["arch"] != "gpt":
         raise CheckpointError(f"{base} holds a {config['arch']!r} model; SFT fine-tunes GPT runs")
     if not (base / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"{base} has no {WEIGHTS_FILE}; train or import a model there first")
@@ -140,15 +124,13 @@ def check_base_run(base_run, out: Path) -> Path:
         raise CheckpointError(f"{base} has no {TOKENIZER_DIR}/ directory; SFT needs the run's tokenizer to render chats")
     if base.resolve() == out.resolve():
         raise ConfigError(f"--out must be a new directory, not the base run {base}")
-    if (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     return base
 
 
 def resolve_config(config: dict, overrides: dict, train_defaults: dict) -> tuple[dict, TrainConfig]:
     """(model config dict, TrainConfig): the model of `config` (the base run, or the run being
     resumed) and `train_defaults`, with overrides on top. The model's shape cannot change."""
-    model_over, train_over = split_overrides(overrides)
+    model_over, train_over = split_overrides(overrides, GPTConfig)
     model = dict(config["model"])
     fixed = sorted(k for k, v in model_over.items() if k not in TUNABLE_MODEL_KEYS and model.get(k) != v)
     if fixed:
@@ -159,8 +141,6 @@ def resolve_config(config: dict, overrides: dict, train_defaults: dict) -> tuple
 
 def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
     """ChatML needs <|im_start|> and <|im_end|>, and the model needs an embedding row for each."""
-    from groklm.tokenizer.base import IM_END, IM_START
-
     for name in (IM_START, IM_END):
         token_id = tokenizer.special_tokens.get(name)
         if token_id is None:
@@ -170,21 +150,6 @@ def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
                 f"the tokenizer of {base} gives {name} the id {token_id}, but the model has vocab_size={vocab_size}: "
                 "it has no embedding for the chat tokens. Use a base model whose vocab_size covers its tokenizer"
             )
-
-
-def write_run_dir(out: Path, base: Path, model_cfg, train_cfg: TrainConfig, data_info: dict, fresh: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model": model_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "data": data_info,
-        "stage": "sft",
-        "arch": "gpt",
-        "base_run": str(base.resolve()),
-    }
-    write_json(out / CONFIG_FILE, config)
-    if fresh:
-        shutil.copytree(base / TOKENIZER_DIR, out / TOKENIZER_DIR, dirs_exist_ok=True)
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -200,23 +165,15 @@ def load_records(data, skip_bad_lines: bool, split: str, synthetic_n: int, synth
         raise ConfigError("this run was trained on records passed from Python; pass them again to resume it")
     spec = str(data)
     if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
-        from groklm.data.synthetic import make_sft
-
         names = spec.partition(":")[2]
         tasks = [t.strip() for t in names.split(",") if t.strip()] if names else None
         n = synthetic_n if split == "train" else max(1, synthetic_n // 5)  # as `groklm data synth` splits
         return make_sft(tasks, n, split, chatty=synthetic_chatty), spec
-    from groklm.data.chat_data import load_sft_jsonl
-
     return load_sft_jsonl(spec, skip_bad_lines=skip_bad_lines), str(Path(spec).resolve())
 
 
 def make_examples(tokenizer, records: list, block_size: int, source: str, skip_bad: bool) -> tuple[list, int]:
     """Render, mask and truncate every record; returns (examples, number truncated)."""
-    from groklm.model.gpt import IGNORE_INDEX
-    from groklm.tokenizer.chat import render_chat
-    from groklm.train.packing import conversation_example
-
     examples, truncated, untrained, bad = [], 0, 0, 0
     for number, record in enumerate(records, start=1):
         try:
@@ -250,8 +207,6 @@ def make_examples(tokenizer, records: list, block_size: int, source: str, skip_b
 def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: bool, synthetic_n: int,
                synthetic_chatty: float = 0.0):
     """(train rows, val rows, what config.json records about the data)."""
-    from groklm.train.packing import pack
-
     records, spec = load_records(data, skip_bad, "train", synthetic_n, synthetic_chatty)
     records = list(records)
     random.Random(f"sft/{seed}").shuffle(records)  # packing order must not follow the file's order
@@ -278,8 +233,6 @@ def build_rows(tokenizer, data, val_data, block_size: int, seed: int, skip_bad: 
 def make_batches(rows, cfg: TrainConfig):
     """Step `step`'s batch_size * grad_accum rows are a function of (seed, step); micro-batch m
     is its m-th slice of batch_size rows, as in pretraining."""
-    from groklm.train.packing import batch_rows
-
     def batches(step: int, micros: range):
         chosen = batch_rows(cfg.seed, step, cfg.grad_accum * cfg.batch_size, len(rows))
         for m in micros:
@@ -295,41 +248,3 @@ def make_val_batch(rows, cfg: TrainConfig):
         return rows.batch([(i * cfg.batch_size + k) % len(rows) for k in range(cfg.batch_size)])
 
     return val_batch
-
-
-# ---- command line -----------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sft",
-        help="supervised fine-tuning: teach a run to answer chats (ChatML)",
-        description="Fine-tune the model of RUN (pretrained, imported or already fine-tuned) on "
-        "conversations, training only on what the assistant says. Any TrainConfig field (and dropout) "
-        "can be set with --set key=value; the model's shape and tokenizer come from RUN.",
-    )
-    parser.add_argument("run", nargs="?", metavar="RUN", help="the base run directory (not needed with --resume)")
-    parser.add_argument("--data", metavar="FILE.jsonl|synthetic[:task,task]",
-                        help='{"messages": [...]} per line, or groklm\'s synthetic tasks (optional with --resume)')
-    parser.add_argument("--val", metavar="FILE.jsonl", help="validation chats (default: hold out 5%% of --data)")
-    parser.add_argument("--out", required=True, metavar="RUN2", help="the new run directory")
-    parser.add_argument("--synthetic-n", type=int, default=1000, metavar="N", help="training chats per synthetic task (default 1000)")
-    parser.add_argument("--synthetic-chatty", type=float, default=0.0, metavar="SHARE",
-                        help="share of synthetic demonstrations answered in a wordier style than the task asks "
-                        "for, in [0, 1] (default 0; the speedrun uses 0.3)")
-    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records (with a warning) instead of stopping")
-    add_training_arguments(parser)
-    parser.set_defaults(func=run_sft)
-
-
-def run_sft(args) -> None:
-    from groklm.train.commands import print_summary
-    from groklm.train.config import parse_set_args
-
-    if args.synthetic_n < 1:
-        raise ConfigError(f"--synthetic-n must be at least 1, got {args.synthetic_n}")
-    run = sft(args.run, args.data, args.out, parse_set_args(args.overrides), resume=args.resume,
-              progress=not args.no_progress, val_data=args.val, skip_bad_lines=args.skip_bad_lines,
-              synthetic_n=args.synthetic_n, synthetic_chatty=args.synthetic_chatty)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print_summary(run)

@@ -8,34 +8,18 @@
     retrieve.py  dense, BM25 and hybrid (reciprocal rank fusion) search, filters
     evaluate.py  recall@k, MRR@10, nDCG@10
     grounded.py  answer(): prompt with passages, token budget, citations, "not found"
-    commands.py  `groklm rag index | search | eval | ask | remove`
 
-Names are imported on first use, so the CLI stays fast to start.
+The commands (`groklm rag index | search | eval | ask | remove`) are in groklm/cli/rag.py.
 """
 
 from __future__ import annotations
 
-import importlib
+from groklm.apps.rag.chunk import Chunk, Chunker
+from groklm.apps.rag.embed import ApiEmbedder, Embedder, load_embedder
+from groklm.apps.rag.grounded import Answer, answer, build_messages
+from groklm.apps.rag.index import Index
+from groklm.apps.rag.load import Document, load_paths
+from groklm.apps.rag.retrieve import Hit, search
 
-_HOMES = {
-    "Document": "groklm.apps.rag.load",
-    "load_paths": "groklm.apps.rag.load",
-    "Chunk": "groklm.apps.rag.chunk",
-    "Chunker": "groklm.apps.rag.chunk",
-    "Embedder": "groklm.apps.rag.embed",
-    "ApiEmbedder": "groklm.apps.rag.embed",
-    "load_embedder": "groklm.apps.rag.embed",
-    "Index": "groklm.apps.rag.index",
-    "Hit": "groklm.apps.rag.retrieve",
-    "search": "groklm.apps.rag.retrieve",
-    "Answer": "groklm.apps.rag.grounded",
-    "answer": "groklm.apps.rag.grounded",
-    "build_messages": "groklm.apps.rag.grounded",
-}
-__all__ = list(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'groklm.apps.rag' has no attribute {name!r}")
+__all__ = ["Document", "load_paths", "Chunk", "Chunker", "Embedder", "ApiEmbedder", "load_embedder", "Index", "Hit",
+           "search", "Answer", "answer", "build_messages"]

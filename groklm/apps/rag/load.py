@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
+
 from groklm.errors import DataError
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown"}
@@ -99,9 +102,6 @@ def read_text(path: Path) -> str:
 
 
 def read_pdf(path: Path, source: str) -> list[Document]:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
     try:
         reader = PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from groklm.errors import ConfigError
 
-MODES = ("dense", "bm25", "hybrid")  # as in retrieve.py, which is not imported here (numpy)
+# The --mode choices, as groklm.apps.rag.retrieve.MODES (not imported: numpy);
+# tests/test_cli_light.py checks that they agree.
+MODES = ("dense", "bm25", "hybrid")
 
 
 def register(subparsers) -> None:

@@ -10,9 +10,12 @@ It binds to loopback unless --host says otherwise; on any other address, set a k
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+
+from groklm.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -38,10 +41,10 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_serve)
 
 
-def run_serve(args) -> None:
+def run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from groklm.errors import ConfigError
+    from groklm.apps.rag.embed import Embedder, load_embedder
     from groklm.infer.engine import AsyncEngine, Engine
     from groklm.serve.api import create_app
 
@@ -52,8 +55,6 @@ def run_serve(args) -> None:
     name = args.model_name or Path(args.run).resolve().name
     embedder = None
     if args.embedder:
-        from groklm.apps.rag.embed import Embedder, load_embedder
-
         embedder = load_embedder(args.embedder, device=args.device)
         if not isinstance(embedder, Embedder):
             raise ConfigError("--embedder must be a local model (default or hf:DIR), not another server")

@@ -1,4 +1,4 @@
-"""`groklm tokenizer ...`: train, import, encode, decode, show, stats."""
+"""`groklm tokenizer ...`: train, import, encode, decode, show, stats. No torch: the tokenizer does not need it."""
 
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ def register(subparsers) -> None:
     p.add_argument("--pattern", default="gpt4", help="pre-split regex: gpt4 (default), gpt2, or a regex")
     p.add_argument("--special", nargs="*", default=[], metavar="TOKEN", help="extra special tokens")
     p.add_argument("--min-frequency", type=int, default=2, help="stop when the best pair occurs fewer times (default 2)")
-    p.add_argument("--errors", choices=["strict", "replace"], default="strict", help="non-UTF-8 input: fail (default) or replace with U+FFFD and warn")
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict",
+                   help="non-UTF-8 input: fail (default) or replace with U+FFFD and warn")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=run_train)
 
     p = actions.add_parser("import", help="convert a tiktoken .tiktoken file or a HF tokenizer.json")
     p.add_argument("source", help="a .tiktoken rank file, or a Hugging Face tokenizer.json (or its directory)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--pattern", default="gpt4", help="pre-split regex of a .tiktoken file: gpt4 (cl100k, default), gpt2, or a regex")
-    p.set_defaults(func=cmd_import)
+    p.set_defaults(func=run_import)
 
     p = actions.add_parser("encode", help="text -> ids (from the argument, --file, or stdin)")
     _add_tokenizer(p)
@@ -43,26 +44,26 @@ def register(subparsers) -> None:
     p.add_argument("--file", help="encode this file instead")
     p.add_argument("--allow-special", action="store_true", help="encode special-token text as the special ids")
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(func=cmd_encode)
+    p.set_defaults(func=run_encode)
 
     p = actions.add_parser("decode", help="ids -> text (ids as arguments, or on stdin)")
     _add_tokenizer(p)
     p.add_argument("ids", nargs="*", help="token ids (default: read from stdin, space/comma separated or a JSON list)")
-    p.set_defaults(func=cmd_decode)
+    p.set_defaults(func=run_decode)
 
     p = actions.add_parser("show", help="show token boundaries in colour, with ids")
     _add_tokenizer(p)
     p.add_argument("text", nargs="?", help="text to show (default: stdin)")
     p.add_argument("--no-color", action="store_true", help="mark boundaries with '|' instead of colours")
     p.add_argument("--allow-special", action="store_true", help="encode special-token text as the special ids")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=run_show)
 
     p = actions.add_parser("stats", help="bytes/token and tokens/word per file, for one or two tokenizers")
     p.add_argument("--tokenizer", action="append", required=True, metavar="DIR", help="a tokenizer (give two to compare)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=run_stats)
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def _read_text(args) -> str:
     return sys.stdin.read()
 
 
-def cmd_train(args) -> None:
+def run_train(args) -> None:
     from groklm.tokenizer import CharTokenizer, Tokenizer
 
     inputs = [Path(p) for p in args.input]
@@ -107,7 +108,7 @@ def cmd_train(args) -> None:
     print(f"wrote {path} ({args.type}, vocab size {tokenizer.vocab_size}, special tokens {list(tokenizer.special_tokens)})")
 
 
-def cmd_import(args) -> None:
+def run_import(args) -> None:
     from groklm.tokenizer.imports import from_hf_file, from_tiktoken_file
 
     source = Path(args.source)
@@ -121,13 +122,13 @@ def cmd_import(args) -> None:
     print(f"wrote {path} (vocab size {tokenizer.vocab_size})")
 
 
-def cmd_encode(args) -> None:
+def run_encode(args) -> None:
     tokenizer = _load(args.tokenizer)
     ids = tokenizer.encode(_read_text(args), allowed_special="all" if args.allow_special else ())
     print(json.dumps(ids) if args.json else " ".join(map(str, ids)))
 
 
-def cmd_decode(args) -> None:
+def run_decode(args) -> None:
     tokenizer = _load(args.tokenizer)
     raw = " ".join(args.ids) if args.ids else sys.stdin.read()
     raw = raw.strip()
@@ -140,7 +141,7 @@ def cmd_decode(args) -> None:
     sys.stdout.write(tokenizer.decode(ids) + "\n")
 
 
-def cmd_show(args) -> None:
+def run_show(args) -> None:
     from groklm.tokenizer.visualize import render_tokens
 
     tokenizer = _load(args.tokenizer)
@@ -152,7 +153,7 @@ def cmd_show(args) -> None:
     print(f"{len(ids)} tokens, {n_bytes} bytes{ratio}")
 
 
-def cmd_stats(args) -> None:
+def run_stats(args) -> None:
     from groklm.tokenizer.corpus import read_file_blocks
     from groklm.tokenizer.visualize import stats_table, text_stats
 

@@ -42,6 +42,7 @@ def register(subparsers) -> None:
 
 
 def pick_device(name: str) -> str:
+    """--device: auto is the best this machine has; asking for CUDA without it is an error."""
     import torch
 
     if name == "auto":
@@ -53,22 +54,15 @@ def pick_device(name: str) -> str:
     return name
 
 
-def load_run(run: Path, device: str):
-    """The model (a GPT or a recurrent LM, as config.json's "arch" says) and tokenizer a run directory holds."""
-    from groklm.model.arch import load_model
-    from groklm.rundir import TOKENIZER_DIR
-    from groklm.tokenizer import load_tokenizer
-
-    model = load_model(run, pick_device(device))
-    return model, load_tokenizer(run / TOKENIZER_DIR)
-
-
 def run_sample(args: argparse.Namespace) -> None:
     import torch
 
+    from groklm.infer.decode import decode, next_logits_of
+    from groklm.runs import load
+
     if args.max_new_tokens < 0:
         raise ConfigError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    model, tokenizer = load_run(args.run, args.device)
+    model, tokenizer = load(args.run, pick_device(args.device))
     # Special tokens typed in the prompt (e.g. "<|endoftext|>") are meant as such.
     ids = tokenizer.encode(args.prompt, allowed_special=set(tokenizer.special_tokens))
     if not ids:  # an empty prompt: start where every training document starts
@@ -78,7 +72,8 @@ def run_sample(args: argparse.Namespace) -> None:
         names = [tokenizer.decode([i]) for i in beyond]
         raise ConfigError(f"the prompt uses tokens {names} that this model has no embedding for")
     device = next(model.parameters()).device
-    steps = model.iter_generate(
+    steps = decode(
+        next_logits_of(model),
         torch.tensor([ids], device=device),
         args.max_new_tokens,
         temperature=args.temperature,
@@ -91,7 +86,7 @@ def run_sample(args: argparse.Namespace) -> None:
     # character split over two tokens is never printed as garbage.
     decoder = tokenizer.stream_decoder()
     for step in steps:
-        token = step.item()
+        token = step.token.item()
         if token == tokenizer.eot_id:
             break  # the model ended the document
         if token < tokenizer.vocab_size:  # ids past the tokenizer (a padded vocab) mean nothing
@@ -106,8 +101,9 @@ def write(text: str) -> None:
 
 def run_attention(args: argparse.Namespace) -> None:
     from groklm.model.heatmap import save_attention_maps
+    from groklm.runs import load
 
-    model, tokenizer = load_run(args.run, args.device)
+    model, tokenizer = load(args.run, pick_device(args.device))
     if not hasattr(model, "attention_weights"):
         raise ConfigError(f"{args.run} holds a recurrent model: it has no attention to draw (a GPT run has)")
     n_tokens = len(tokenizer.encode(args.text))

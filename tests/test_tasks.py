@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from groklm import tasks
 from groklm.cli.main import main
-from groklm.data import synthetic
-from groklm.data.chat_data import load_jsonl, load_preferences_jsonl, load_sft_jsonl
-from groklm.data.synthetic import TASKS, calculator, format_call, parse_call, run_tool, split_of, verify
+from groklm.data.chat_data import load_preferences_jsonl, load_sft_jsonl
 from groklm.errors import ConfigError, DataError
+from groklm.infer.tool_calls import check_tools, parse_reply, to_chatml, tools_prompt
+from groklm.jsonl import read_jsonl
+from groklm.tasks import TASKS, split_of, verify
+from groklm.tasks.tool import CALCULATOR, calculate, calculator_call, call_expression, tool_result
 from groklm.tokenizer.bpe import Tokenizer
 from groklm.tokenizer.chat import check_messages, render_chat
 
 N = 200
+CALL_17x3 = 'CALL calculator({"expression": "17*3"})'
 
 
 def graded(task: str, answer: str) -> dict:
@@ -39,13 +43,13 @@ def test_same_seed_same_data_other_seed_other_data(task):
 
 def test_same_data_in_another_process():
     """No dependence on Python's per-process string hashing (PYTHONHASHSEED)."""
-    code = "import json; from groklm.data.synthetic import make_sft; print(json.dumps(make_sft(None, 5, 'test', 2)))"
+    code = "import json; from groklm.tasks import make_sft; print(json.dumps(make_sft(None, 5, 'test', 2)))"
     runs = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}).stdout
         for seed in ("1", "2")
     ]
-    assert runs[0] == runs[1] and json.loads(runs[0]) == synthetic.make_sft(None, 5, "test", 2)
+    assert runs[0] == runs[1] and json.loads(runs[0]) == tasks.make_sft(None, 5, "test", 2)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -57,8 +61,8 @@ def test_train_and_test_never_share_a_problem(task):
     assert all(split_of(task, p.key) == "test" for p in test)
     assert not {p.key for p in train} & {p.key for p in test}
     # what the model sees, too: no test prompt is a train prompt
-    train_prompts = {prompt_text(s.prompt) for p in train for s in p.stages}
-    assert not train_prompts & {prompt_text(s.prompt) for p in test for s in p.stages}
+    train_prompts = {prompt_text(s.prompt) for p in train for s in p.replies}
+    assert not train_prompts & {prompt_text(s.prompt) for p in test for s in p.replies}
 
 
 def test_split_depends_on_the_problem_alone():
@@ -91,7 +95,7 @@ def test_chatty_demonstrations_say_the_right_thing_in_the_wrong_format(task):
             assert verify(graded(task, answer), reply) < 1.0
             assert answer.lower() in reply.lower() or json.loads(answer) == json.loads(reply.partition(": ")[2])
             # and preference pairs may reject exactly that style
-            assert problem.chatty in problem.stages[-1].malformed
+            assert problem.chatty in problem.replies[-1].malformed
     assert 0.2 < changed / N < 0.4
     assert TASKS[task].sft(N, "train", 0, chatty=1.0)[0]["messages"][-1]["content"] != clean[0]["messages"][-1]["content"]
     with pytest.raises(ConfigError, match="chatty"):
@@ -149,12 +153,20 @@ def test_spam_choices_are_the_two_labels():
         ("extract", '{"name": "Maria", "age": 34, "city": "Lyon"}', "{'name': 'Maria', 'age': 34, 'city': 'Lyon'}", 0.0),
         ("extract", '{"name": "Maria", "age": 34, "city": "Lyon"}', '{"name": "Maria", "age": 34, "city": "Lyon"', 0.0),
         ("extract", '{"name": "Maria", "age": 34, "city": "Lyon"}', '["Maria", 34, "Lyon"]', 0.0),
-        ("tool", "CALL calculator(17*3)", "CALL calculator(17*3)", 1.0),
-        ("tool", "CALL calculator(17*3)", "CALL calculator(3*17)", 1.0),  # same value, any order
-        ("tool", "CALL calculator(17*3)", "CALL calculator(17+3)", 0.25),  # well-formed, wrong value
-        ("tool", "CALL calculator(17*3)", "51", 0.0),  # answering without the tool
-        ("tool", "CALL calculator(17*3)", "calculator(17*3)", 0.0),
-        ("tool", "CALL calculator(17*3)", "CALL calculator(17*3) please", 0.0),
+        ("tool", CALL_17x3, CALL_17x3, 1.0),
+        ("tool", CALL_17x3, 'CALL calculator({"expression": "3*17"})', 1.0),  # same value, any order
+        ("tool", CALL_17x3, 'CALL calculator({"expression":"17 * 3"})', 1.0),  # JSON spacing is not format
+        ("tool", CALL_17x3, "CALL calculator(17*3)", 1.0),  # the server's parser takes a bare argument too
+        ("tool", CALL_17x3, 'CALL calculator({"expression": "17+3"})', 0.25),  # well-formed, wrong value
+        ("tool", CALL_17x3, 'CALL calculator({"expression": "17/0"})', 0.25),  # runs, but the tool says error
+        ("tool", CALL_17x3, "51", 0.0),  # answering without the tool
+        ("tool", CALL_17x3, 'calculator({"expression": "17*3"})', 0.0),
+        ("tool", CALL_17x3, 'CALL calculator({"expression": "17*3"}) please', 0.0),
+        ("tool", CALL_17x3, 'Let me see.\nCALL calculator({"expression": "17*3"})', 0.0),  # not only the call
+        ("tool", CALL_17x3, 'CALL calc({"expression": "17*3"})', 0.0),  # another tool
+        ("tool", CALL_17x3, 'CALL calculator({"expr": "17*3"})', 0.0),  # another argument
+        ("tool", CALL_17x3, 'CALL calculator({"expression": 51})', 0.0),  # not an expression string
+        ("tool", CALL_17x3, 'CALL calculator({"expression": "17*3", "x": 1})', 0.0),
         ("tool", "51", "51", 1.0),
         ("tool", "51", "52", 0.1),
         ("instruct", "elppa", "elppa", 1.0),
@@ -171,20 +183,44 @@ def test_verifiers_grade_near_misses(task, answer, completion, reward):
 
 
 def test_tool_protocol_round_trip():
-    assert parse_call(format_call("17*3")) == "17*3"
-    assert calculator("17*3") == "51" and calculator("(2+3)*4-1") == "19"
-    assert run_tool("CALL calculator(90-37)") == "53"
-    assert run_tool("53") is None and parse_call("CALL calculator(open('x'))") is None
-    assert calculator("2**100") == "error" and calculator("__import__('os')") == "error"
+    assert calculator_call("17*3") == CALL_17x3 and call_expression(CALL_17x3) == "17*3"
+    assert calculate("17*3") == "51" and calculate("(2+3)*4-1") == "19"
+    assert tool_result(calculator_call("90-37")) == "53"
+    assert tool_result("53") is None and call_expression('CALL calculator({"expression": "open(\'x\')"})') == "open('x')"
+    assert tool_result('CALL calculator({"expression": "open(\'x\')"})') == "error"
+    assert calculate("2**100") == "error" and calculate("__import__('os')") == "error"
     for record in TASKS["tool"].sft(N, "train", 0):
         system, user, call, tool, final = record["messages"]
         assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
-        assert run_tool(call["content"]) == tool["content"] == final["content"]
+        assert tool_result(call["content"]) == tool["content"] == final["content"]
+
+
+def test_tool_task_speaks_the_servers_protocol():
+    """A demonstration's call is what groklm.infer.tool_calls parses into an OpenAI tool call, and
+    what it renders when a client sends that call back in the conversation."""
+    openai_tools = check_tools([{"type": "function", "function": {
+        "name": "calculator", "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}])
+    for record in TASKS["tool"].sft(50, "train", 0):
+        system, user, call, tool, final = record["messages"]
+        assert "calculator" in system["content"] and call["content"].startswith("CALL calculator(")
+        for tools in ([CALCULATOR], openai_tools):
+            content, calls = parse_reply(call["content"], tools)
+            assert content is None and len(calls) == 1 and calls[0].name == "calculator"
+            expression = json.loads(calls[0].arguments)["expression"]
+            assert calculate(expression) == tool["content"]
+        history = to_chatml([{"role": "user", "content": user["content"]},
+                             {"role": "assistant", "content": None, "tool_calls": [calls[0].to_openai()]},
+                             {"role": "tool", "tool_call_id": calls[0].id, "content": tool["content"]}])
+        assert history[1] == call and history[2] == tool
+    # the final answer is text, not a call
+    assert parse_reply("51", [CALCULATOR]) == ("51", [])
+    # the spec the task parses with is the one a server would describe in its tools prompt
+    assert 'calculator({"type":"object","properties":{"expression"' in tools_prompt([CALCULATOR])
 
 
 def test_tool_records_grade_both_stages():
-    stages = {r["answer"].startswith("CALL") for r in TASKS["tool"].rl_prompts(N, "train", 0)}
-    assert stages == {True, False}  # some records grade the call, some the final answer
+    graded = {call_expression(r["answer"]) is not None for r in TASKS["tool"].rl_prompts(N, "train", 0)}
+    assert graded == {True, False}  # some records grade the call, some the final answer
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +240,12 @@ def test_conversations_fit_a_small_context(task, small_bpe):
 
 
 def test_mixes_cover_the_tasks_and_reject_unknown_names():
-    records = synthetic.make_sft(None, 20, "train", 0)
+    records = tasks.make_sft(None, 20, "train", 0)
     assert len(records) == 20 * len(TASKS) and {r["task"] for r in records} == set(TASKS)
-    assert records == synthetic.make_sft(None, 20, "train", 0)
-    assert {r["task"] for r in synthetic.make_rl_prompts(["spam", "tool"], 5)} == {"spam", "tool"}
+    assert records == tasks.make_sft(None, 20, "train", 0)
+    assert {r["task"] for r in tasks.make_rl_prompts(["spam", "tool"], 5)} == {"spam", "tool"}
     with pytest.raises(ConfigError, match="arithmetc"):
-        synthetic.make_sft(["arithmetc"], 5)
+        tasks.make_sft(["arithmetc"], 5)
     with pytest.raises(ConfigError, match="split"):
         TASKS["spam"].sft(5, "validation")
     with pytest.raises(DataError, match="task"):
@@ -223,11 +259,11 @@ def test_synth_command_writes_files_the_loaders_read(tmp_path, capsys):
     assert len(load_sft_jsonl(tmp_path / "sft_train.jsonl")) == 60
     assert len(load_sft_jsonl(tmp_path / "sft_test.jsonl")) == 12
     prefs = load_preferences_jsonl(tmp_path / "prefs_train.jsonl")
-    assert prefs == synthetic.make_preferences(["arithmetic", "spam", "tool"], 20, "train", 1)
-    rl = load_jsonl(tmp_path / "rl_test.jsonl")
+    assert prefs == tasks.make_preferences(["arithmetic", "spam", "tool"], 20, "train", 1)
+    rl = read_jsonl(tmp_path / "rl_test.jsonl")
     assert all(verify(r, r["answer"]) == 1.0 for r in rl)
     assert "mc_test.jsonl: 12 records" in capsys.readouterr().out
     main(["data", "synth", "--out", str(tmp_path / "chatty"), "--tasks", "spam", "--n", "20", "--chatty", "0.5"])
     chatty = [json.loads(line) for line in (tmp_path / "chatty" / "sft_train.jsonl").read_text().splitlines()]
-    assert chatty == synthetic.make_sft(["spam"], 20, "train", 0, chatty=0.5)
+    assert chatty == tasks.make_sft(["spam"], 20, "train", 0, chatty=0.5)
     assert any(r["messages"][-1]["content"].startswith("This email is") for r in chatty)

@@ -1,4 +1,4 @@
-"""Helpers for the server tests: a tiny run, and a real `groklm serve` process on loopback.
+"""The server tests' tiny run, and a real `groklm serve` process on loopback.
 
 Starting a server imports torch in a new process, seconds on a busy machine, so the server
 test modules share one: `shared_server()` starts it on first use and stops it when the test
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from test_ppo import make_run
+
+from helpers.runs import tiny_run
 
 MODEL = "tiny"
 KEY = "test-key-0123456789"
@@ -44,7 +45,7 @@ class Server:
 
 def make_server_run(directory: Path) -> Path:
     """A random tiny GPT with an ASCII character tokenizer: fast, and its greedy output is fixed."""
-    return make_run(directory, block_size=BLOCK_SIZE, n_embd=32)
+    return tiny_run(directory, block_size=BLOCK_SIZE, n_embd=32)
 
 
 def free_port() -> int:

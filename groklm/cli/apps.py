@@ -1,4 +1,4 @@
-"""`groklm agent`, `groklm evals` and `groklm traces`: the application layer from the shell.
+"""`groklm agent`, `groklm evals`, `groklm traces` and `groklm distill`: the application layer from the shell.
 
     groklm agent --backend local:runs/chat "What is 17 * 23 + 4?"
     groklm evals cases.jsonl --backend local:runs/chat --prompt "Spam or not spam?\\n{input}" --check exact
@@ -16,8 +16,16 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import asdict
+
+from groklm.errors import ConfigError
+from groklm.train.config import parse_set_args
 
 CHECKS = ("exact", "contains", "schema", "python", "judge")
+# The --student choices and the teacher's label file, as groklm.apps.distill defines them (not
+# imported: numpy, torch); tests/test_cli_light.py checks that they agree.
+DISTILL_STUDENTS = ("minilm", "scratch")
+DISTILL_LABELS_FILE = "teacher_labels.jsonl"
 
 
 def register(subparsers) -> None:
@@ -72,11 +80,11 @@ def register(subparsers) -> None:
     traces.add_argument("--json", action="store_true", help="with --show: every span and attribute as JSON")
     traces.set_defaults(func=run_traces)
 
+    register_distill(subparsers)
+
 
 def import_object(spec: str):
     """MODULE:NAME -> the object, with a clear error."""
-    from groklm.errors import ConfigError
-
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise ConfigError(f"{spec!r} must be MODULE:NAME, e.g. mytools:get_weather")
@@ -109,8 +117,6 @@ def run_agent(args: argparse.Namespace) -> None:
     print(f"\n{'answer: ' + result.answer if result.answer is not None else 'no answer (stopped: ' + result.stopped + ')'}")
     print(f"({len(result.steps)} steps, {tokens} tokens; `groklm traces --show {result.trace_id[:12]}`)", file=sys.stderr)
     if args.json:
-        from dataclasses import asdict
-
         print(json.dumps(asdict(result), indent=2, default=str))
 
 
@@ -134,7 +140,7 @@ def print_step(step) -> None:
 
 def parse_check(spec: str, args: argparse.Namespace, judge_backend):
     from groklm.apps import evals
-    from groklm.errors import ConfigError
+    from groklm.rundir import read_json
 
     kind, _, value = spec.partition("=")
     if kind in ("exact", "contains"):
@@ -143,8 +149,6 @@ def parse_check(spec: str, args: argparse.Namespace, judge_backend):
         if not value:
             raise ConfigError("--check schema=FILE.json or schema=MODULE:MODEL")
         if value.endswith(".json"):
-            from groklm.rundir import read_json
-
             return evals.schema(read_json(value))
         return evals.schema(import_object(value))
     if kind == "python":
@@ -157,7 +161,6 @@ def parse_check(spec: str, args: argparse.Namespace, judge_backend):
 def run_evals(args: argparse.Namespace) -> None:
     from groklm.apps.backends import load_backend
     from groklm.apps.evals import Prompt, compare, to_markdown, write_report
-    from groklm.errors import ConfigError
 
     prompts = args.prompt or ["{input}"]
     if len(args.backend) > 2 or len(prompts) > 2:
@@ -186,14 +189,7 @@ def run_evals(args: argparse.Namespace) -> None:
 
 
 def run_traces(args: argparse.Namespace) -> None:
-    from groklm.apps.tracing import (
-        Tracer,
-        format_list,
-        format_tree,
-        get_tracer,
-        span_dict,
-    )
-    from groklm.errors import ConfigError
+    from groklm.apps.tracing import Tracer, format_list, format_tree, get_tracer, span_dict
 
     if args.last < 1:
         raise ConfigError(f"--last must be >= 1, got {args.last}")
@@ -206,3 +202,44 @@ def run_traces(args: argparse.Namespace) -> None:
         return
     print(f"traces in {tracer.path}", file=sys.stderr)
     print(format_list(tracer.roots(args.last)))
+
+
+# ---- distill -------------------------------------------------------------------------------------
+
+
+def register_distill(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "distill", help="label texts with a big model, train a small encoder classifier on its labels",
+        description="Distillation: TEACHER (local:RUN, hf:DIR or openai:URL#MODEL) labels every text of --data with "
+        "classify(); a small encoder classifier (MiniLM, or a random encoder with --student scratch) is fine-tuned "
+        "on those labels; agreement with the teacher on held-out texts and items/s of both go to OUT/report.md. "
+        "Load the student with groklm.apps.distill.Student.load(OUT).predict(texts).")
+    parser.add_argument("--teacher", required=True, metavar="SPEC", help="local:RUN_DIR, hf:CHECKPOINT_DIR or openai:BASE_URL#MODEL")
+    parser.add_argument("--data", required=True, metavar="FILE", help='texts: {"text": ...} per line (.jsonl) or one text per line')
+    parser.add_argument("--labels", required=True, metavar="A,B,...", help='the labels, comma-separated, e.g. "spam,not spam"')
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    parser.add_argument("--student", choices=DISTILL_STUDENTS, default="minilm",
+                        help="start from all-MiniLM-L6-v2 (default) or random weights")
+    parser.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION", help="share of texts held out for the comparison (0.2)")
+    parser.add_argument("--epochs", type=float, default=3, help="passes over the training texts (3)")
+    parser.add_argument("--labels-cache", metavar="FILE",
+                        help=f"the teacher's answers, reused and extended (default OUT/{DISTILL_LABELS_FILE})")
+    parser.add_argument("--instructions", metavar="TEXT",
+                        help='the question put before each text (default "Classify this text as A or B.")')
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per text; longer texts are cut (128)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a training setting (lr=3e-4, batch_size=32) or, with --student scratch, a model one (n_layer=1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_distill)
+
+
+def run_distill(args: argparse.Namespace) -> None:
+    from groklm.apps.distill import distill
+
+    report = distill(args.teacher, args.data, args.labels, args.out, student=args.student, held_out=args.held_out,
+                     epochs=args.epochs, labels_cache=args.labels_cache, instructions=args.instructions,
+                     max_length=args.max_length, overrides=parse_set_args(args.overrides), progress=not args.no_progress)
+    print(f"{args.out}: agreement with the teacher {report['agreement']:.3f} on {report['held_out']} held-out texts "
+          f"(most common label alone: {report['majority_baseline']:.3f}); student {report['student_items_per_s']:.1f} "
+          f"items/s batched, {report['student_items_per_s_one_by_one']:.1f} one by one, vs teacher "
+          f"{report['teacher_items_per_s']:.1f} ({report['speedup']:.1f}x, {report['speedup_one_by_one']:.1f}x)")

@@ -5,7 +5,7 @@
     spam_run()      the same shape fine-tuned for a few seconds on the synthetic spam task
                     (the prompt format the speedrun's SFT model learns): it really classifies
     random_hf_dir() random_run exported with `groklm export` (a transformers directory)
-    spam_server()   `groklm serve spam_run` on a free loopback port (tests/serving.py)
+    spam_server()   `groklm serve spam_run` on a free loopback port (helpers/servers.py)
 
 Nothing is downloaded; everything lives in one temporary directory removed at exit.
 """
@@ -13,18 +13,21 @@ Nothing is downloaded; everything lives in one temporary directory removed at ex
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
 
-import pytest
 import torch
 
-from groklm.data.synthetic import TASKS
-from groklm.model import GPT, GPTConfig
-from groklm.rundir import save_weights, write_json
+from groklm.interop.hf import export_run
+from groklm.tasks import TASKS
 from groklm.tokenizer import Tokenizer
+from groklm.train.sft import sft
+
+from helpers.runs import tiny_run
+from helpers.servers import start_server, stop_server
 
 SPAM_ITERS = 120
 JSON_TEXT = '{"name": "Ann", "age": 34, "tags": ["a", "b"], "ok": true, "score": 2.5, "note": null}'
@@ -45,27 +48,14 @@ def tokenizer() -> Tokenizer:
     return Tokenizer.train(corpus, 300)
 
 
-def make_run(directory: Path, block_size: int = 1024, seed: int = 0, n_layer: int = 1, n_embd: int = 32) -> Path:
-    tok = tokenizer()
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2, n_embd=n_embd)
-    directory.mkdir(parents=True)
-    save_weights(GPT(config), directory / "model.safetensors")
-    write_json(directory / "config.json", {"model": config.to_dict(), "train": {}, "stage": "pretrain", "arch": "gpt"})
-    tok.save(directory / "tokenizer")
-    return directory
-
-
 @cache
 def random_run() -> Path:
-    return make_run(workdir() / "random")
+    return tiny_run(workdir() / "random", tokenizer(), block_size=1024, n_embd=32)
 
 
 @cache
 def spam_run() -> Path:
-    from groklm.train.sft import sft
-
-    base = make_run(workdir() / "spam-base", block_size=512)
+    base = tiny_run(workdir() / "spam-base", tokenizer(), block_size=512, n_embd=32)
     settings = {"max_iters": SPAM_ITERS, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 10,
                 "eval_interval": 1000, "eval_iters": 1, "log_interval": 50, "device": "cpu"}
     threads = torch.get_num_threads()
@@ -78,16 +68,12 @@ def spam_run() -> Path:
 
 @cache
 def random_hf_dir() -> Path:
-    from groklm.interop.hf import export_run
-
     export_run(random_run(), workdir() / "random-hf")
     return workdir() / "random-hf"
 
 
 @cache
 def spam_server():
-    from serving import start_server, stop_server
-
     server = start_server(spam_run(), workdir() / "server.log")
     atexit.register(stop_server, server)  # before the directory goes: atexit runs last in, first out
     return server
@@ -102,22 +88,9 @@ def spam_questions(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def traces(tmp_path, monkeypatch):
-    """Every apps test records its spans in its own file (never in ~/.groklm), also in subprocesses."""
-    from groklm.apps import tracing
-
-    path = tmp_path / "traces.sqlite"
-    monkeypatch.setenv(tracing.ENV_PATH, str(path))
-    monkeypatch.setattr(tracing, "_tracer", tracing.Tracer(path))
-    return tracing.get_tracer()
-
-
 @cache
 def random_hf_backend():
     """random_run as a transformers checkpoint, loaded once (importing transformers takes seconds)."""
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network
     from groklm.apps.backends import HFBackend
 

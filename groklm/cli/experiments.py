@@ -1,0 +1,96 @@
+"""The experiments from the shell: `groklm speedrun` (the main job) and `groklm compare`
+(GPT, RNN, LSTM, GRU and MoE at equal parameters and seconds)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from groklm.train.config import parse_set_args
+
+# compare's --models: groklm.experiments.compare.MODELS and DEFAULT_MODELS (not imported: torch);
+# tests/test_cli_light.py checks that they agree.
+COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe (default gpt,rnn,lstm,gru)"
+
+
+def register(subparsers) -> None:
+    register_speedrun(subparsers)
+    register_compare(subparsers)
+
+
+# ---- speedrun -------------------------------------------------------------------------------
+
+
+def register_speedrun(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "speedrun",
+        help="the main job: tokenizer -> pretraining -> SFT -> reward model -> DPO, PPO -> evals -> report",
+        description="Train a tokenizer and a small GPT on the Python standard library's source, teach it "
+        "the synthetic chat tasks (SFT), align it (reward model, DPO, PPO) and evaluate every stage on "
+        "held-out problems; offline, on a CPU. Writes DIR/report.md and DIR/report.json.",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="where every stage's directory and the report go")
+    parser.add_argument("--preset", default="tiny", help="pretraining preset (default: tiny)")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)")
+    parser.add_argument("--eval-n", type=int, default=100, help="test problems per task in the evals (default: 100)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override a setting: KEY for pretraining (e.g. max_iters=200), "
+                        "STAGE.KEY for sft, reward, dpo or ppo (e.g. sft.max_iters=300)")
+    parser.add_argument("--force", action="store_true", help="replace the stage directories of an earlier speedrun in DIR")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_speedrun)
+
+
+def run_speedrun(args: argparse.Namespace) -> None:
+    from groklm.experiments.report import eval_table
+    from groklm.experiments.speedrun import CHAT_STAGES, speedrun, stage_overrides
+
+    overrides = stage_overrides(parse_set_args(args.overrides))
+    report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force, args.eval_n)
+    print(f"\nreport: {Path(args.out) / 'report.md'} ({report['wall_s']:.0f}s)")
+    print("greedy accuracy on the test split:")
+    print(eval_table(report))
+    targeted = report["targeted"]
+    print("targeted metric (expected verifier score of a sampled reply): sft {:.3f}, ".format(targeted["sft"]["score"])
+          + ", ".join(f"{stage} {targeted[stage]['score']:.3f} ({targeted[stage]['gain']:+.3f}, KL from SFT "
+                      f"{targeted[stage]['kl_from_sft']:.2f})" for stage in CHAT_STAGES[1:]))
+
+
+# ---- compare --------------------------------------------------------------------------------
+
+
+def register_compare(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train GPT, RNN, LSTM, GRU (and MoE) at equal parameters and seconds; report the gap",
+        description="Train each model at (about) --budget-params parameters for (about) --budget-seconds "
+        "of wall time on the same data, then write OUT/report.md and OUT/report.json: val loss "
+        "against time and tokens seen, training tokens/s, samples. Runs go to OUT/runs/<model>.",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="prepared data (`groklm data prepare`)")
+    parser.add_argument("--budget-params", required=True, type=int, metavar="N",
+                        help="parameters per model (active parameters for moe)")
+    parser.add_argument("--budget-seconds", required=True, type=float, metavar="S", help="training seconds per model")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--models", help=COMPARE_MODELS_HELP)
+    parser.add_argument("--moe-experts", type=int, default=8, help="experts per MoE layer (default 8)")
+    parser.add_argument("--moe-top-k", type=int, default=2, help="experts per token (default 2)")
+    parser.add_argument("--prompt", default=None, help="text the samples continue (default: the start of the val split)")
+    parser.add_argument("--sample-tokens", type=int, default=200, help="tokens sampled from each model (default 200)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every model (e.g. batch_size=32), or for one (gru.lr=3e-3); "
+                        "or block_size, dropout, n_layer for all")
+    parser.add_argument("--force", action="store_true", help="replace an earlier comparison in OUT")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from groklm.experiments.compare import compare, summary_table
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    report = compare(args.data, args.budget_params, args.budget_seconds, args.out, models, args.moe_experts,
+                     args.moe_top_k, parse_set_args(args.overrides), args.prompt, args.sample_tokens, args.force,
+                     not args.no_progress)
+    print(summary_table(report))
+    print(f"\n{report['verdict']}\nreport: {Path(args.out) / 'report.md'}")

@@ -1,0 +1,285 @@
+"""The training stages from the shell: `groklm pretrain | sft | reward | dpo | ppo | seq2seq`.
+
+Every stage runs in one process, or in many under torchrun
+(`torchrun --nproc_per_node=N -m groklm pretrain ...`); only rank 0 prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from groklm.errors import ConfigError
+from groklm.train.config import PRESETS, add_training_arguments, parse_set_args
+from groklm.train.rl.config import ALGOS
+
+# The choices of --loss, as groklm.train.dpo.LOSSES (not imported: torch);
+# tests/test_cli_light.py checks that they agree.
+DPO_LOSSES = ("sigmoid", "ipo")
+
+
+def register(subparsers) -> None:
+    register_pretrain(subparsers)
+    register_sft(subparsers)
+    register_reward(subparsers)
+    register_dpo(subparsers)
+    register_ppo(subparsers)
+    register_seq2seq(subparsers)
+
+
+def is_rank_zero() -> bool:
+    """Under torchrun every process runs the command; one prints."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+# ---- pretrain -------------------------------------------------------------------------------
+
+
+def register_pretrain(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="train a GPT from token shards (one process, or many under torchrun)",
+        description="Pretrain a GPT on a data directory made by `groklm data prepare`. Any GPTConfig "
+        "or TrainConfig field can be set with --set key=value. For data parallelism, launch with "
+        "`torchrun --nproc_per_node=N -m groklm pretrain ...`.",
+    )
+    parser.add_argument("--data", metavar="DIR", help="prepared data directory (optional with --resume)")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(PRESETS)}")
+    add_training_arguments(parser, "override a model or training setting, e.g. --set max_iters=500 n_layer=2")
+    parser.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from groklm.train.pretrain import pretrain
+
+    run = pretrain(args.data, args.out, args.preset, parse_set_args(args.overrides), resume=args.resume,
+                   progress=not args.no_progress)
+    if is_rank_zero():
+        print_summary(run)
+
+
+def last_metrics(run: Path) -> dict | None:
+    """The last line of a run's metrics.jsonl, or None before the first."""
+    from groklm.rundir import METRICS_FILE
+    from groklm.train.plots import read_metrics
+
+    records = read_metrics(Path(run) / METRICS_FILE)
+    return records[-1] if records else None
+
+
+def print_summary(run: Path) -> None:
+    last = last_metrics(run)
+    if last:
+        val = f", val loss {last['val_loss']:.4f}" if "val_loss" in last else ""
+        print(f"{run}: step {last['step']}, loss {last['loss']:.4f}{val}, {last['elapsed']:.0f}s")
+
+
+# ---- sft ------------------------------------------------------------------------------------
+
+
+def register_sft(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sft",
+        help="supervised fine-tuning: teach a run to answer chats (ChatML)",
+        description="Fine-tune the model of RUN (pretrained, imported or already fine-tuned) on "
+        "conversations, training only on what the assistant says. Any TrainConfig field (and dropout) "
+        "can be set with --set key=value; the model's shape and tokenizer come from RUN.",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the base run directory (not needed with --resume)")
+    parser.add_argument("--data", metavar="FILE.jsonl|synthetic[:task,task]",
+                        help='{"messages": [...]} per line, or groklm\'s synthetic tasks (optional with --resume)')
+    parser.add_argument("--val", metavar="FILE.jsonl", help="validation chats (default: hold out 5%% of --data)")
+    parser.add_argument("--out", required=True, metavar="RUN2", help="the new run directory")
+    parser.add_argument("--synthetic-n", type=int, default=1000, metavar="N", help="training chats per synthetic task (default 1000)")
+    parser.add_argument("--synthetic-chatty", type=float, default=0.0, metavar="SHARE",
+                        help="share of synthetic demonstrations answered in a wordier style than the task asks "
+                        "for, in [0, 1] (default 0; the speedrun uses 0.3)")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed records (with a warning) instead of stopping")
+    add_training_arguments(parser)
+    parser.set_defaults(func=run_sft)
+
+
+def run_sft(args: argparse.Namespace) -> None:
+    from groklm.train.sft import sft
+
+    if args.synthetic_n < 1:
+        raise ConfigError(f"--synthetic-n must be at least 1, got {args.synthetic_n}")
+    run = sft(args.run, args.data, args.out, parse_set_args(args.overrides), resume=args.resume,
+              progress=not args.no_progress, val_data=args.val, skip_bad_lines=args.skip_bad_lines,
+              synthetic_n=args.synthetic_n, synthetic_chatty=args.synthetic_chatty)
+    if is_rank_zero():
+        print_summary(run)
+
+
+# ---- preference stages: reward, dpo ---------------------------------------------------------
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments every preference stage takes."""
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the GPT run to start from (optional with --resume)")
+    parser.add_argument("--data", metavar="FILE|synthetic[:tasks]",
+                        help="preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks")
+    parser.add_argument("--val", metavar="FILE", help="held-out pairs (default: synthetic's test split, or a tenth of --data)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines of --data instead of stopping")
+    add_training_arguments(parser)
+
+
+def print_pair_summary(run: Path) -> None:
+    last = last_metrics(run)
+    if last:
+        val = f", val accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""
+        print(f"{run}: step {last['step']}, loss {last['loss']:.4f}, accuracy {last['accuracy']:.3f}{val}")
+
+
+def register_reward(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reward",
+        help="train a reward model (scalar head on a GPT) from preference pairs",
+        description="Train a reward model: the transformer of RUN plus a scalar head read at the last token, "
+        "fitted so that chosen replies score higher than rejected ones. Logs pairwise accuracy on train and "
+        "held-out pairs. Load the result with RewardModel.from_run(DIR).",
+    )
+    add_pair_arguments(parser)
+    parser.add_argument("--margin", type=float, default=None, help="required reward gap in the loss (default 0)")
+    parser.set_defaults(func=run_reward)
+
+
+def run_reward(args: argparse.Namespace) -> None:
+    from groklm.train.reward import train_reward
+
+    out = train_reward(args.run, args.data, args.out, val=args.val, margin=args.margin,
+                       overrides=parse_set_args(args.overrides), skip_bad_lines=args.skip_bad_lines,
+                       resume=args.resume, progress=not args.no_progress)
+    if is_rank_zero():
+        print_pair_summary(out)
+
+
+def register_dpo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dpo",
+        help="align a GPT to preference pairs with DPO (no reward model, no RL)",
+        description="Direct Preference Optimization: train a copy of RUN to raise the log-probability of chosen "
+        "replies over rejected ones, relative to a frozen copy of RUN. Logs implicit rewards, margins and "
+        "accuracy on train and held-out pairs. The result is a normal GPT run.",
+    )
+    add_pair_arguments(parser)
+    parser.add_argument("--beta", type=float, default=None, help="strength of the pull towards RUN (default 0.1)")
+    parser.add_argument("--loss", dest="loss_type", choices=DPO_LOSSES, default=None, help="sigmoid (DPO, default) or ipo")
+    parser.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
+                        help="assumed fraction of flipped labels, in [0, 0.5) (conservative DPO; default 0)")
+    parser.add_argument("--sft-weight", type=float, default=None, metavar="ALPHA",
+                        help="add ALPHA x the chosen replies' per-token NLL, keeping them likely (RPO; default 0)")
+    parser.set_defaults(func=run_dpo)
+
+
+def run_dpo(args: argparse.Namespace) -> None:
+    from groklm.train.dpo import train_dpo
+
+    out = train_dpo(args.run, args.data, args.out, val=args.val, beta=args.beta, loss_type=args.loss_type,
+                    label_smoothing=args.label_smoothing, sft_weight=args.sft_weight, overrides=parse_set_args(args.overrides),
+                    skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
+    if is_rank_zero():
+        print_pair_summary(out)
+
+
+# ---- ppo ------------------------------------------------------------------------------------
+
+
+def register_ppo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ppo",
+        help="RLHF: improve a chat model with PPO or GRPO against a reward model or verifier",
+        description="Fine-tune RUN with reinforcement learning: sample answers to prompts, score them "
+        "(a reward model run, or the synthetic tasks' verifiers), and update with the clipped PPO "
+        "objective plus a KL penalty to RUN. Writes a normal GPT run (stage ppo/grpo). Any RLConfig "
+        "or TrainConfig field can be set with --set key=value (e.g. max_iters, lr, prompts_per_step, "
+        "group_size, max_new_tokens, ppo_epochs, clip_eps, gamma, lam).",
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the run to start from (an SFT model; optional with --resume)")
+    parser.add_argument("--reward", default="verifier", metavar="RM_DIR|verifier", help="reward model run, or 'verifier' (default)")
+    parser.add_argument("--prompts", default="synthetic", metavar="SPEC", help="synthetic[:task,task] (default synthetic) or FILE.jsonl")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    parser.add_argument("--algo", choices=ALGOS, help="ppo (value head + GAE, default) or grpo (group-relative, no value head)")
+    parser.add_argument("--kl-coef", type=float, metavar="BETA", help="weight of the KL to RUN (default 0.05)")
+    add_training_arguments(parser, "override an RL or training setting, e.g. --set max_iters=100 kl_coef=0.1")
+    parser.set_defaults(func=run_ppo)
+
+
+def run_ppo(args: argparse.Namespace) -> None:
+    from groklm.train.rl.ppo import train_ppo
+
+    run = train_ppo(args.run, args.out, args.reward, args.prompts, args.algo, args.kl_coef,
+                    parse_set_args(args.overrides), resume=args.resume, progress=not args.no_progress)
+    last = last_metrics(run)
+    if last and is_rank_zero():
+        print(f"{run}: step {last['step']}, reward {last['score']:.3f}, kl {last['kl']:.3f}, {last['elapsed']:.0f}s")
+
+
+# ---- seq2seq --------------------------------------------------------------------------------
+
+
+def register_seq2seq(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "seq2seq",
+        help="train and measure a GRU encoder-decoder, with and without attention, on synthetic tasks",
+        description="Sequence to sequence on a synthetic transduction task (reverse, translate): where a "
+        "fixed-size hidden state breaks down with input length, and attention holds.",
+    )
+    actions = parser.add_subparsers(dest="seq2seq_command", metavar="ACTION", required=True)
+    train = actions.add_parser(
+        "train",
+        help="train an encoder-decoder into a run directory",
+        description="Keys for --set: the task (task=reverse|translate, n_symbols, min_len, max_len), the model "
+        "(n_embd, n_hidden, attention=true|false) and any training setting (max_iters, lr, ...).",
+    )
+    train.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    add_training_arguments(train, "override a setting, e.g. --set task=translate max_len=30 attention=false")
+    train.set_defaults(func=run_seq2seq_train)
+
+    evaluate = actions.add_parser(
+        "eval",
+        help="exact-match accuracy by input length (JSON + plot) and the attention alignment heat map",
+        description="Greedy-decode fresh random inputs of every length and count exact matches. Several RUNs "
+        "are drawn on one plot. Writes OUT/accuracy.json, OUT/accuracy.png and, for attention runs, "
+        "OUT/alignment_<run>.png.",
+    )
+    evaluate.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    evaluate.add_argument("--out", type=Path, help="where the results go (default: the first RUN)")
+    evaluate.add_argument("--n", type=int, default=200, help="inputs per length (default 200)")
+    evaluate.add_argument("--max-len", type=int, help="longest input (default: the longest trained on; "
+                          "more measures generalisation to unseen lengths)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(func=run_seq2seq_eval)
+
+
+def run_seq2seq_train(args: argparse.Namespace) -> None:
+    from groklm.train.seq2seq import train_seq2seq
+
+    run = train_seq2seq(args.out, parse_set_args(args.overrides), resume=args.resume, progress=not args.no_progress)
+    last = last_metrics(run)
+    print(f"{run}: step {last['step']}, val loss {last.get('val_loss', float('nan')):.4f}, "
+          f"val token accuracy {last.get('val_token_accuracy', float('nan')):.3f}")
+
+
+def run_seq2seq_eval(args: argparse.Namespace) -> None:
+    from groklm.train.seq2seq import ACCURACY_FILE, ACCURACY_PLOT, evaluate_runs
+
+    out = args.out or args.runs[0]
+    results = evaluate_runs(args.runs, out, args.n, args.max_len, args.seed)
+    print(accuracy_table(results))
+    print(f"wrote {out / ACCURACY_FILE}, {out / ACCURACY_PLOT}"
+          + "".join(f", {r['alignment_plot']}" for r in results.values() if "alignment_plot" in r))
+
+
+def accuracy_table(results: dict) -> str:
+    """A plain-text table: one row per length, one column per run."""
+    names = list(results)
+    lengths = sorted({int(k) for r in results.values() for k in r["exact_match"]})
+    rows = ["length  " + "  ".join(f"{name:>14}" for name in names)]
+    for length in lengths:
+        cells = [results[name]["exact_match"].get(str(length)) for name in names]
+        rows.append(f"{length:>6}  " + "  ".join(f"{c:>14.3f}" if c is not None else f"{'':>14}" for c in cells))
+    return "\n".join(rows)

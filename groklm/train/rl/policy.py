@@ -1,0 +1,29 @@
+"""The model RL trains: the GPT policy, plus (for ppo) a value head reading the same hidden states."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class PolicyWithValue(nn.Module):
+    """Sharing the trunk is cheap and lets the value head reuse what the policy knows;
+    InstructGPT used a separate value model, which costs a second network."""
+
+    def __init__(self, policy: nn.Module, with_value: bool = True):
+        super().__init__()
+        self.policy = policy
+        self.value_head = nn.Linear(policy.config.n_embd, 1) if with_value else None
+        if self.value_head is not None:  # start by predicting 0: no false confidence
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def config(self):
+        return self.policy.config
+
+    def forward(self, idx: torch.Tensor):
+        """idx (N, T) -> (logits (N, T, V), values (N, T) or None)."""
+        hidden = self.policy.hidden_states(idx)
+        values = self.value_head(hidden).squeeze(-1).float() if self.value_head is not None else None
+        return self.policy.lm_head(hidden), values

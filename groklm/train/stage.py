@@ -1,0 +1,107 @@
+"""The stage contract: what every training stage (pretrain, sft, reward, dpo, ppo, seq2seq,
+distill) does around its own model, data and loss.
+
+    open_run        fresh: refuse a directory that already holds a run
+                    resume: read its config.json (of this stage), check it has a checkpoint
+    (the stage)     read the config, load and check its data: every check that can fail
+    stage_process   join the other processes (torchrun), then rank 0 writes config.json (and the
+                    tokenizer of a fresh run), every process seeds its generators
+    run_stage       ... then builds the stage's Setup, trains with the shared loop, and saves
+                    the weights and the loss plot; the processes leave the group at the end
+
+All checks happen before stage_process, on every process, so a bad argument stops every
+process alike and never leaves a half-written run directory behind. RL, whose step is not the
+shared loop's, uses stage_process directly and runs its own loop inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from groklm.errors import ConfigError
+from groklm.rundir import RunDir
+from groklm.train.checkpoint import find_checkpoint
+from groklm.train.config import TrainConfig
+from groklm.train.distributed import Distributed
+from groklm.train.loop import Batches, LossFn, Setup, ValBatch, language_model_loss, resolve_device, train_and_save
+
+
+def open_run(out: str | os.PathLike, stages: str | tuple[str, ...], resume: bool) -> tuple[RunDir, dict | None]:
+    """(the run directory, its saved config when resuming, else None).
+
+    A fresh run refuses a directory that already holds one; a resumed run must be one of
+    `stages` and have a checkpoint, checked before anything is rewritten."""
+    run = RunDir(out)
+    if not resume:
+        run.check_fresh()
+        return run, None
+    saved = run.read_config()
+    stages = (stages,) if isinstance(stages, str) else stages
+    if saved.get("stage") not in stages:
+        wanted = " or ".join(map(repr, stages))
+        raise ConfigError(f"{run.path} is a {saved.get('stage')!r} run, not one of stage {wanted}; "
+                          "resume it with its own command")
+    find_checkpoint(run.path)
+    return run, saved
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class Place:
+    """Where this process trains: its run directory, its place among the processes, its device."""
+
+    run: RunDir
+    dist: Distributed
+    device: torch.device
+
+    def setup(self, model, batches: Batches, val_batch: ValBatch, tokens_per_micro: int,
+              loss_fn: LossFn = language_model_loss) -> Setup:
+        """The shared loop's Setup for the stage's model, batches and loss, on this process."""
+        return Setup(model=model, batches=batches, val_batch=val_batch, tokens_per_micro=tokens_per_micro,
+                     run_dir=self.run.path, dist=self.dist, device=self.device, loss_fn=loss_fn)
+
+
+@contextmanager
+def stage_process(run: RunDir, config: dict, train_cfg: TrainConfig, resume: bool, tokenizer: Path | None = None,
+                  distributed: bool = True) -> Iterator[Place]:
+    """Join the process group, let rank 0 write config.json (`config`: the keys of
+    RunDir.write_config) and, on a fresh run, copy `tokenizer` in; seed; yield this process's
+    Place; leave the group however the stage ends.
+
+    distributed=False: one process whatever the environment says (a stage with nothing to share out)."""
+    dist = Distributed.from_env() if distributed else Distributed()
+    device = resolve_device(train_cfg, dist.local_rank)
+    dist.start(device)  # every check has passed on every process before rank 0 writes
+    try:
+        if dist.is_main:
+            run.write_config(**config)
+            if tokenizer is not None and not resume:
+                run.copy_tokenizer(tokenizer)
+        seed_everything(train_cfg.seed)
+        yield Place(run, dist, device)
+    finally:
+        dist.stop()
+
+
+def run_stage(run: RunDir, config: dict, train_cfg: TrainConfig, build: Callable[[Place], Setup], *, resume: bool,
+              progress: bool, tokenizer: Path | None = None, distributed: bool = True) -> Path:
+    """The whole contract for a stage trained by the shared loop; returns the run's path.
+
+    build(place) -> Setup: the stage's model on place.device, its batches and its loss (called
+    after seeding, so a model built there starts from the same weights on every process)."""
+    with stage_process(run, config, train_cfg, resume, tokenizer, distributed) as place:
+        train_and_save(train_cfg, build(place), f"{config['stage']} {run.path.name}", resume=resume, progress=progress)
+    return run.path

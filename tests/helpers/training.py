@@ -1,0 +1,34 @@
+"""Pretraining without a tokenizer: synthetic token shards, a model small enough for milliseconds
+per step, and the environment for `python -m groklm` subprocesses run from this checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from groklm.data.shards import META_FILE, ShardWriter
+from groklm.rundir import write_json
+
+REPO = Path(__file__).resolve().parents[2]
+# A model small enough that a step takes a few milliseconds.
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4, "max_iters": 30,
+        "eval_interval": 10, "eval_iters": 2, "log_interval": 5, "warmup_iters": 5, "device": "cpu"}
+
+
+def make_data(directory: Path, n_tokens: int = 5000, vocab: int = 50, val_fraction: float = 0.1, seed: int = 0) -> Path:
+    """Shards of a learnable sequence (a noisy counter mod vocab) plus meta.json."""
+    rng = np.random.default_rng(seed)
+    tokens = (np.arange(n_tokens) + (rng.random(n_tokens) < 0.1)) % vocab
+    writer = ShardWriter(directory, np.uint16)
+    writer.write(tokens)
+    n_train, n_val = writer.finish(val_fraction)
+    write_json(directory / META_FILE, {"vocab_size": vocab, "dtype": "uint16", "train_tokens": n_train, "val_tokens": n_val})
+    return directory
+
+
+def cli_env() -> dict:
+    """The environment for `python -m groklm` subprocesses: this checkout, one thread."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
