@@ -3,8 +3,8 @@
     import groklm
     model, tokenizer = groklm.load("runs/tiny")
 
-Submodules follow the life of a model: tokenizer -> data -> model -> train -> infer -> serve -> apps
-(docs/architecture.md has the layers). `import groklm` loads nothing heavy: `load` imports the
+The package is layered, bottom to top: tokenizer -> model -> infer -> tasks, data -> train -> eval -> serve
+-> apps -> experiments -> cli (docs/architecture.md). `import groklm` loads nothing heavy: `load` imports the
 model code (and torch) when it is called.
 """
 
