@@ -152,7 +152,6 @@ JUDGE_RUBRIC = "Is the answer correct and responsive to the question? Answer pas
 
 def judge(backend: Backend, rubric: str = JUDGE_RUBRIC, name: str = "judge") -> Check:
     """An LLM judge: the score is its probability of "pass" (or 1/0 without logprobs)."""
-
     def score(output: str, case: dict) -> float:
         parts = [f"Question: {case.get('input', '')}"]
         if "expected" in case:
@@ -180,7 +179,6 @@ def run_target(target: Target, case: dict) -> tuple[str, Usage]:
 def evaluate(cases: str | Path | Sequence[dict], target: Target, checks: Sequence[Check], name: str = "target",
              progress: bool = False) -> dict:
     """Every case through `target`, scored by every check: {"name", "rows", "summary"}."""
-
     cases = load_cases(cases)
     if not checks:
         raise ConfigError("give at least one check (exact, contains, schema, python, judge)")
@@ -267,7 +265,6 @@ def to_markdown(report: dict) -> str:
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """OUT/report.json and OUT/report.md (written atomically)."""
-
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)
     with atomic_path(out_dir / "report.md") as tmp:

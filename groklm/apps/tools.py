@@ -224,7 +224,6 @@ def calculator(expression: str) -> str:
 def search_tool(index, k: int = 3, mode: str = "hybrid", max_chars: int = 600) -> Tool:
     """`search_documents(query)` over a groklm.apps.rag index (an Index, or the path of one):
     the k best passages, each with its source, for the model to read and cite."""
-
     if isinstance(index, (str, Path)):
         index = Index.open(index)
 

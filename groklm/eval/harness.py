@@ -58,7 +58,6 @@ def answer_ids(model, tokenizer, conversations: list[list[dict]], max_new_tokens
     or sampled at `temperature` with answer seeds drawn from `seed`. A reply keeps its stop token.
     A prompt is cut to the last block_size - max_new_tokens tokens, the context the reply was
     sampled from (so a KL computed on these ids sees what the sampler saw)."""
-
     keep = max(1, model.config.block_size - max_new_tokens)
     prompts = [render_prompt(tokenizer, m)[-keep:] for m in conversations]
     replies = sample_responses(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
@@ -83,7 +82,6 @@ def answer_kl(model, reference, prompts: list[list[int]], replies: list[list[int
     """KL(model || reference) of each sampled reply, in nats: sum over its tokens of
     log p_model(token) - log p_reference(token). Averaged over replies sampled from the model,
     this estimates the KL between the two models' answer distributions (PPO's penalty)."""
-
     device = next(model.parameters()).device
     kls: list[float] = []
     for start in range(0, len(prompts), chunk):

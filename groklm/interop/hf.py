@@ -65,7 +65,6 @@ def export_model(
     model, out_dir: str | Path, bos_id: int | None = None, eos_id: int | None = None, dtype: str = "float32"
 ) -> str:
     """Write `model` as an HF checkpoint (config.json + model.safetensors); returns the family."""
-
     family = family_of(model.config)
     if family == "gpt2":
         hf_config, tensors = gpt2_config(model.config), gpt2_tensors(model)
@@ -300,7 +299,6 @@ def llama_to_config(hf: dict, block_size: int | None) -> GPTConfig:
 
 def read_hf_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors checkpoint: one file, or shards listed in an index."""
-
     single, index = hf_dir / "model.safetensors", hf_dir / "model.safetensors.index.json"
     if single.is_file():
         files = [single]
@@ -378,7 +376,6 @@ def llama_state(take, c: GPTConfig) -> dict:
 
 def load_hf_model(hf_dir: str | Path, block_size: int | None = None):
     """A local HF checkpoint directory -> our GPT (eval mode, float32) with the same weights."""
-
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory")
@@ -402,7 +399,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
 
     Returns the family ("gpt2" or "llama") and a note saying what happened to the tokenizer.
     """
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     family_of(GPTConfig.from_dict(read_config(run_dir)["model"]))  # refuse before loading weights
     model = GPT.from_run(run_dir)
@@ -416,7 +412,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
 
 def import_run(hf_dir: str | Path, run_dir: str | Path, block_size: int | None = None, force: bool = False):
     """`groklm import HF_DIR --out RUN`: returns the imported model and its tokenizer."""
-
     hf_dir, run = Path(hf_dir), RunDir(run_dir)
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory (import reads a local checkpoint folder)")

@@ -31,7 +31,6 @@ def read_hf_tokenizer(path: str | Path) -> Tokenizer:
 
 def write_hf_tokenizer(tokenizer, out_dir: str | Path, max_length: int) -> str:
     """Write tokenizer.json + tokenizer_config.json into `out_dir`; returns a note for the user."""
-
     if isinstance(tokenizer, Tokenizer):
         data = bpe_tokenizer_json(tokenizer)
     elif isinstance(tokenizer, CharTokenizer):
@@ -136,7 +135,6 @@ def assemble(tokenizer, pre_tokenizer: dict | None, model: dict, decoder: dict) 
 
 def tokenizer_config(tokenizer, max_length: int) -> dict:
     """tokenizer_config.json: tells `AutoTokenizer` which class to build and the special roles."""
-
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_length,

@@ -31,7 +31,6 @@ def check_arch(arch: str) -> str:
 
 def config_class(arch: str) -> type:
     """The config dataclass of an arch (GPTConfig or RNNConfig)."""
-
     return GPTConfig if check_arch(arch) == "gpt" else RNNConfig
 
 
@@ -51,7 +50,6 @@ def build_model(arch: str, config):
 
 def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
     """The language model a run directory holds, whatever its arch, in eval mode."""
-
     saved = read_config(run_dir)
     arch = saved.get("arch", "gpt")  # runs from before the "arch" key are GPTs
     if arch not in LM_ARCHS:

@@ -151,7 +151,6 @@ class Encoder(nn.Module):
     def from_hf(cls, directory: str | Path, device: str = "cpu") -> Encoder:
         """Load a Hugging Face BERT-family checkpoint: config.json, model.safetensors (or
         pytorch_model.bin, read without pickle's code execution) and tokenizer.json."""
-
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.is_file():
@@ -180,7 +179,6 @@ def ours_from_hf(hf: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str
 
     Checkpoints saved from BertForMaskedLM & co. prefix every name with "bert."; old ones call
     LayerNorm's weight and bias gamma and beta. The pooler and task heads are not used."""
-
     def clean(name: str) -> str:
         name = name.removeprefix("bert.")
         return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")

@@ -36,7 +36,6 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
 
 def plot_layer(weights: torch.Tensor, labels: list[str], title: str, path: Path) -> None:
     """weights: (n_head, T, T) for one sequence -> a PNG with one heat map per head."""
-
     n_head, T, _ = weights.shape
     cols = math.ceil(math.sqrt(n_head))
     rows = math.ceil(n_head / cols)

@@ -241,7 +241,6 @@ def exact_match_by_length(model: Seq2Seq, task: TaskConfig, lengths: list[int], 
 def plot_alignment(weights: torch.Tensor, source: list[str], output: list[str], path: str | Path, title: str) -> Path:
     """weights (T_out, L): row t is where output token t looked in the source; a PNG heat map.
     For reversal the bright cells run along the anti-diagonal; for translate they zigzag."""
-
     T, L = weights.shape
     fig = Figure(figsize=(max(3.5, 0.3 * L + 1.5), max(3.0, 0.3 * T + 1.2)), layout="compressed")
     ax = fig.subplots()

@@ -171,7 +171,6 @@ class Tokenizer(BaseTokenizer):
             Their text is cut out of the corpus before counting.
         errors: "strict" (non-UTF-8 file -> DataError) or "replace" (U+FFFD, with a warning).
         """
-
         names = check_new_specials(special_tokens)
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
             raise TokenizerError(f"vocab size must be an integer, not {vocab_size!r}")

@@ -137,7 +137,6 @@ def from_hf_file(path: str | Path) -> Tokenizer:
 
 def _hf_pattern(pre, source: str) -> str:
     """The pre-split regex of a supported HF pre-tokenizer configuration."""
-
     def byte_level(step, regex_expected: bool) -> None:
         if step.get("add_prefix_space"):
             raise TokenizerError(f"{source}: ByteLevel add_prefix_space=true is not supported (it changes the text)")

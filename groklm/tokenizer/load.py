@@ -18,7 +18,6 @@ def load_tokenizer(location: str | Path, pattern: str = "gpt4") -> BaseTokenizer
     Hugging Face `tokenizer.json` files of byte-level BPEs, and tiktoken `.tiktoken` rank files
     (which do not record their pre-split regex: `pattern` gives it, GPT-4's by default).
     """
-
     location = Path(location)
     if location.suffix == ".tiktoken" and location.is_file():
         return from_tiktoken_file(location, pattern=pattern)

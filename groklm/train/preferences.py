@@ -132,7 +132,6 @@ def make_pair_batches(encoded: list[tuple], cfg: TrainConfig):
 
 def make_pair_val_batch(encoded: list[tuple], cfg: TrainConfig):
     """val_batch(i): the i-th run of batch_size held-out pairs (wrapping round), fixed."""
-
     def val_batch(i: int):
         return collate([encoded[(i * cfg.batch_size + j) % len(encoded)] for j in range(cfg.batch_size)])
 

@@ -120,7 +120,6 @@ def check_data(shards: TokenShards, config, data_dir) -> None:
 def make_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int):
     """Step `step`'s global batch is batch_size * grad_accum windows drawn from (seed, step);
     micro-batch m is its m-th slice of batch_size windows. Each process asks for its own m's."""
-
     def batches(step: int, micros: range):
         offsets = batch_offsets(cfg.seed, step, cfg.grad_accum * cfg.batch_size, len(tokens), block_size)
         for m in micros:

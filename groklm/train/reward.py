@@ -98,7 +98,6 @@ class RewardModel(nn.Module):
 
 def reward_loss_fn(margin: float):
     """loss_fn(model, (ids, response, lengths)) for the training loop, with accuracy and rewards."""
-
     def loss_fn(model, batch):
         ids, _, lengths = batch
         chosen, rejected = model(ids, lengths).float().chunk(2)

@@ -243,7 +243,6 @@ def make_batches(rows, cfg: TrainConfig):
 
 def make_val_batch(rows, cfg: TrainConfig):
     """The i-th validation batch: batch_size rows in order, wrapping around (the same every eval)."""
-
     def val_batch(i: int):
         return rows.batch([(i * cfg.batch_size + k) % len(rows) for k in range(cfg.batch_size)])
 

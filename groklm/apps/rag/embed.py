@@ -77,7 +77,6 @@ class Embedder:
     def from_hf(cls, directory: str | Path, device: str = "cpu", batch_size: int = 32) -> Embedder:
         """Any Hugging Face BERT-family directory; sentence-transformers' settings are honoured
         where the directory has them (max_seq_length; mean pooling is the only pooling)."""
-
         directory = Path(directory)
         encoder = Encoder.from_hf(directory, device=device)
         pooling = directory / "1_Pooling" / "config.json"
@@ -115,7 +114,6 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(n, dim) float32 unit vectors, one per text (texts past max_length are truncated)."""
-
         ids = [self.tokenizer.encode_for_model(text, self.max_length) for text in texts]
         # Longest first, so each batch holds texts of similar length and pads little.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -133,7 +131,6 @@ class Embedder:
 
 def pad(rows: list[list[int]], pad_id: int, device) -> tuple:
     """Right-pad id lists into (B, T) ids and a (B, T) mask of real tokens."""
-
     width = max(map(len, rows))
     batch = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

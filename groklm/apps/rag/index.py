@@ -107,7 +107,6 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, embedder=None, device: str = "cpu") -> Index:
         """An existing index. Without `embedder`, the one it was built with is loaded (on `device`)."""
-
         path = Path(path)
         if not (path / DB_FILE).is_file():
             raise CheckpointError(f"{path} is not a groklm RAG index (no {DB_FILE}); build one with `groklm rag index`")
@@ -254,7 +253,6 @@ class Index:
 
     def bm25_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk (vector-row order) for the query's words."""
-
         tokens = bm25s.tokenize([query], return_ids=False, stopwords="en", show_progress=False)[0]
         if not tokens or not len(self):
             return np.zeros(len(self), dtype=np.float32)
@@ -274,7 +272,6 @@ class Index:
     @cached_property
     def approximate(self):
         """The FAISS IVF index over the vectors (built and saved the first time)."""
-
         file = self.generation_dir / "approximate.faiss"
         if file.is_file():
             return ApproximateIndex.load(file)
