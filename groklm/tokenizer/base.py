@@ -2,6 +2,12 @@
 
 A tokenizer directory holds one file, `tokenizer.json`, whose `"type"` field says which class
 reads it (`"bpe"` or `"char"`). `load_tokenizer(dir)` dispatches on it.
+
+Every tokenizer also carries its model's *conventions* (`Conventions`): which special token
+ends a document or a reply (`eos_token`), which one begins a sequence (`bos_token`), and the
+model's Jinja chat template. groklm's own tokenizers use `<|endoftext|>`, no BOS and the
+built-in ChatML; an imported model keeps its own, so that a conversation becomes the tokens
+that model was trained on (tokenizer/chat.py).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import codecs
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from groklm.errors import TokenizerError
@@ -27,6 +34,38 @@ FORMAT_VERSION = 1
 REPLACEMENT = "\ufffd".encode("utf-8")  # what an id outside the vocabulary decodes to
 
 
+@dataclass(frozen=True)
+class Conventions:
+    """How a model uses its special tokens: stored in tokenizer.json beside the vocabulary."""
+
+    eos_token: str = ENDOFTEXT  # ends a document (pretraining) and a reply (a stop token)
+    bos_token: str | None = None  # begins a sequence, for models trained with one
+    chat_template: str | None = None  # the model's Jinja chat template; None: groklm's ChatML
+    # More tokens that end a reply (e.g. Llama 3's <|eom_id|> beside <|eot_id|>).
+    stop_tokens: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: object, special_tokens: dict[str, int], source: str) -> Conventions:
+        """Read and check the `"conventions"` entry of a tokenizer file (absent: the defaults)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict) or set(data) - set(cls.__dataclass_fields__):
+            raise TokenizerError(f"{source} is corrupt: 'conventions' must be an object with keys {sorted(cls.__dataclass_fields__)}")
+        conventions = cls(**{**data, "stop_tokens": tuple(data.get("stop_tokens") or ())})
+        conventions.check(special_tokens, source)
+        return conventions
+
+    def check(self, special_tokens: dict[str, int], source: str) -> None:
+        for name in (self.eos_token, self.bos_token, *self.stop_tokens):
+            if name is not None and name not in special_tokens:
+                raise TokenizerError(f"{source}: {name!r} is named in the conventions but is not a special token")
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise TokenizerError(f"{source}: the chat template must be a string")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop_tokens": list(self.stop_tokens)}
+
+
 class BaseTokenizer(ABC):
     """The interface shared by `Tokenizer` (byte-level BPE) and `CharTokenizer`.
 
@@ -36,6 +75,7 @@ class BaseTokenizer(ABC):
 
     type: str = ""
     special_tokens: dict[str, int]
+    conventions: Conventions = Conventions()
 
     # --- to implement -----------------------------------------------------------------------
     @abstractmethod
@@ -78,8 +118,14 @@ class BaseTokenizer(ABC):
 
     @property
     def eot_id(self) -> int:
-        """The id of `<|endoftext|>`, which separates documents."""
-        return self.special_tokens[ENDOFTEXT]
+        """The id of the end-of-text token (`conventions.eos_token`), which separates documents."""
+        return self.special_tokens[self.conventions.eos_token]
+
+    def with_conventions(self, conventions: Conventions) -> BaseTokenizer:
+        """Give this tokenizer its model's conventions (checked against its special tokens)."""
+        conventions.check(self.special_tokens, repr(self))
+        self.conventions = conventions
+        return self
 
     def _allowed(self, allowed_special: Iterable[str] | str) -> set[str]:
         """Check and normalise an `allowed_special` argument ("all", or some special tokens)."""
@@ -102,8 +148,11 @@ class BaseTokenizer(ABC):
         try:
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / FILE_NAME
+            data = self.to_dict()
+            if self.conventions != Conventions():
+                data["conventions"] = self.conventions.to_dict()
             with atomic_path(path) as tmp:  # a crash never leaves half a tokenizer behind
-                tmp.write_text(dump_json(self.to_dict()), encoding="utf-8")
+                tmp.write_text(dump_json(data), encoding="utf-8")
         except OSError as e:
             raise TokenizerError(f"cannot write the tokenizer to {directory}: {e.strerror or e}") from None
         return path
@@ -116,7 +165,7 @@ class BaseTokenizer(ABC):
             raise TokenizerError(
                 f"{path} holds a {data.get('type')!r} tokenizer, not {cls.type!r}; use load_tokenizer()"
             )
-        return cls.from_dict(data, str(path))
+        return with_file_conventions(cls.from_dict(data, str(path)), data, str(path))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, special_tokens={len(self.special_tokens)})"
@@ -191,6 +240,12 @@ def read_tokenizer_file(location: str | Path) -> tuple[Path, dict]:
     if not isinstance(data, dict):
         raise TokenizerError(f"{path} is corrupt: expected a JSON object at the top level")
     return path, data
+
+
+def with_file_conventions(tokenizer: BaseTokenizer, data: dict, source: str) -> BaseTokenizer:
+    """`tokenizer` (just read from `data`) with the conventions that the file records."""
+    tokenizer.conventions = Conventions.from_dict(data.get("conventions"), tokenizer.special_tokens, source)
+    return tokenizer
 
 
 def check_special_tokens(value, source: str) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from groklm.errors import TokenizerError
-from groklm.tokenizer.base import FORMAT, BaseTokenizer, read_tokenizer_file
+from groklm.tokenizer.base import FORMAT, BaseTokenizer, read_tokenizer_file, with_file_conventions
 from groklm.tokenizer.bpe import Tokenizer
 from groklm.tokenizer.char import CharTokenizer
 from groklm.tokenizer.imports import from_hf_dict, from_tiktoken_file
@@ -30,4 +30,4 @@ def load_tokenizer(location: str | Path, pattern: str = "gpt4") -> BaseTokenizer
         raise TokenizerError(
             f"{path} is corrupt or not a tokenizer: its 'type' is {kind!r}, expected 'bpe' or 'char'"
         )
-    return kinds[kind].from_dict(data, str(path))
+    return with_file_conventions(kinds[kind].from_dict(data, str(path)), data, str(path))
