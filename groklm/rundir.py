@@ -18,7 +18,7 @@ config.json has one schema for every stage:
      "data":   what it was trained on (files, synthetic specs, counts),
      "<stage>": settings of that stage alone, when it has any ("pretrain": {"preset"}, "reward":
                 {"margin"}, "dpo": {"beta", ...}, "rl": the RLConfig, "distill": {"teacher", ...},
-                "import": {"format", "path", "model_type"})}
+                "import": {"format", "path", "source", "architecture", "quantization", "dtype", ...})}
 
 Runs written before this schema still load: `read_config` renames their keys (`base_run` and
 a path `source` become `parent`; an import's `source` becomes its "import" section; top-level

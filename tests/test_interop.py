@@ -18,7 +18,8 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from groklm.errors import CheckpointError, ConfigError  # noqa: E402
-from groklm.interop.hf import export_run, import_run, load_hf_model  # noqa: E402
+from groklm.interop.hf import export_run, load_hf_model  # noqa: E402
+from groklm.interop.imports import import_run  # noqa: E402
 from groklm.model.config import GPTConfig  # noqa: E402
 from groklm.model.gpt import GPT  # noqa: E402
 from groklm.rundir import CONFIG_FILE, TOKENIZER_DIR  # noqa: E402
@@ -217,6 +218,9 @@ def test_import_matches_transformers_logits_and_tokens(tmp_path, hf_tokenizer_di
 
     tokenizer = load_tokenizer(tmp_path / "run" / TOKENIZER_DIR)
     assert tokenizer.encode(SAMPLE, allowed_special="all") == hf_tokenizer(SAMPLE)["input_ids"]
+    # The checkpoint's own tokens only, at their ids: nothing appended past the embedding.
+    assert max([tokenizer.vocab_size - 1, *tokenizer.special_tokens.values()]) < vocab
+    assert set(tokenizer.special_tokens) == {"<|endoftext|>"}
     assert tokenizer.eot_id == hf_tokenizer.eos_token_id
     config = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
     assert config["import"]["model_type"] == kind and config["arch"] == "gpt"
@@ -228,10 +232,68 @@ def test_import_matches_transformers_logits_and_tokens(tmp_path, hf_tokenizer_di
     assert again(SAMPLE)["input_ids"] == hf_tokenizer(SAMPLE)["input_ids"]
 
 
+CHAT_TEMPLATE = "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}{% endfor %}"
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
+def test_import_keeps_the_folders_chat_template(tmp_path, hf_tokenizer_dir, where):
+    save_hf(tiny_hf("llama", 300), hf_tokenizer_dir, tmp_path / "hf")
+    if where == "chat_template.jinja":
+        (tmp_path / "hf" / where).write_text(CHAT_TEMPLATE)
+    else:
+        config = json.loads((tmp_path / "hf" / where).read_text())
+        (tmp_path / "hf" / where).write_text(json.dumps({**config, "chat_template": CHAT_TEMPLATE}))
+    _, tokenizer, _ = import_run(tmp_path / "hf", tmp_path / "run")
+    assert tokenizer.conventions.chat_template == CHAT_TEMPLATE
+    assert load_tokenizer(tmp_path / "run" / TOKENIZER_DIR).conventions.chat_template == CHAT_TEMPLATE
+    # --chat-template FILE replaces it.
+    (tmp_path / "mine.jinja").write_text("{{ messages[0]['content'] }}")
+    _, tokenizer, _ = import_run(tmp_path / "hf", tmp_path / "run2", chat_template=tmp_path / "mine.jinja")
+    assert tokenizer.conventions.chat_template == "{{ messages[0]['content'] }}"
+    with pytest.raises(ConfigError, match="cannot read the chat template"):
+        import_run(tmp_path / "hf", tmp_path / "run3", chat_template=tmp_path / "missing.jinja")
+
+
+def test_import_bfloat16_stores_bf16_and_the_run_loads(tmp_path, hf_tokenizer_dir):
+    hf = tiny_hf("llama", 300)
+    save_hf(hf, hf_tokenizer_dir, tmp_path / "hf")
+    import_run(tmp_path / "hf", tmp_path / "run", dtype="bfloat16")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "run" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(name).dtype for name in f.keys()} == {torch.bfloat16}
+    ids = random_ids(300)
+    diff = max_logit_diff(hf, GPT.from_run(tmp_path / "run"), ids)
+    assert 0 < diff < 0.1  # bf16 rounding of the weights: close, not equal
+    config = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
+    assert (config["import"]["format"], config["import"]["dtype"]) == ("hf", "bfloat16")
+
+
+def test_import_hf_name_downloads_only_config_tokenizer_and_safetensors(tmp_path, hf_tokenizer_dir, monkeypatch):
+    import fnmatch
+
+    import huggingface_hub
+
+    save_hf(tiny_hf("llama", 300), hf_tokenizer_dir, tmp_path / "hf")
+    calls = []
+
+    def fake_download(repo_id, allow_patterns):  # what the Hub would put in the cache
+        calls.append(repo_id)
+        for name in ("model.safetensors", "pytorch_model.bin", "tokenizer.json", "onnx/model.onnx", "config.json"):
+            assert any(fnmatch.fnmatch(name, p) for p in allow_patterns) == name.endswith((".safetensors", ".json")), name
+        return str(tmp_path / "hf")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    import_run("hf:org/tiny", tmp_path / "run")
+    assert calls == ["org/tiny"]
+    config = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
+    assert (config["import"]["source"], config["import"]["format"]) == ("hf:org/tiny", "hf")
+
+
 def test_import_block_size_keeps_a_shorter_context(tmp_path, hf_tokenizer_dir):
     hf = tiny_hf("gpt2", 300)
     save_hf(hf, hf_tokenizer_dir, tmp_path / "hf")
-    model, _ = import_run(tmp_path / "hf", tmp_path / "run", block_size=16)
+    model, _, _ = import_run(tmp_path / "hf", tmp_path / "run", block_size=16)
     assert model.config.block_size == 16 and model.wpe.weight.shape[0] == 16
     ids = random_ids(300, length=16)
     assert max_logit_diff(hf, model, ids) < TOLERANCE
@@ -248,7 +310,7 @@ def test_import_errors_are_clear(tmp_path, hf_tokenizer_dir):
         import_run(good, tmp_path / "run")
     import_run(good, tmp_path / "run", force=True)
 
-    with pytest.raises(CheckpointError, match="not a directory"):
+    with pytest.raises(CheckpointError, match="nowhere does not exist: import takes a .gguf file, a Hugging Face model folder"):
         import_run(tmp_path / "nowhere", tmp_path / "r0")
 
     config = json.loads((good / "config.json").read_text())
@@ -283,7 +345,7 @@ def test_import_errors_are_clear(tmp_path, hf_tokenizer_dir):
         import_run(truncated, tmp_path / "r5")
 
     too_small = variant("too_small", vocab_size=100)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="uses token id 299, but the model has only 100 embeddings"):
         import_run(too_small, tmp_path / "r6")
 
     for name in ("r1", "r2", "r3", "r4", "r5", "r6"):

@@ -80,9 +80,9 @@ def test_hf_import_matches_tokenizers(hf_json, held_out, tmp_path):
     assert tok.encode_batch(held_out) == expected
     assert [tok.encode_reference(t) for t in held_out] == expected
     assert tok.decode(expected[-1]) == held_out[-1]
-    # specials keep their ids; ours are added after the vocabulary
-    assert tok.special_tokens["<|endoftext|>"] == 0 and tok.special_tokens["<pad>"] == 1
-    assert tok.special_tokens["<|im_start|>"] == 1500
+    # specials keep their ids, and nothing is added past the vocabulary
+    assert tok.special_tokens == {"<|endoftext|>": 0, "<pad>": 1} and tok.vocab_size == 1500
+    assert tok.eot_id == 0
     # the tokenizers library always splits out added tokens; we do when allowed
     text = "a<|endoftext|>b<pad>c"
     assert tok.encode(text, allowed_special="all") == hf_ids(hf_json, [text])[0]
@@ -194,3 +194,154 @@ def test_hf_import_split_regex_then_byte_level(held_out):
     assert tok.pattern == GPT4_PATTERN
     texts = held_out[:20]
     assert tok.encode_batch(texts) == [e.ids for e in hf.encode_batch(texts)]
+
+
+# ---- real vocabularies: missing byte tokens, SmolLM's digits, post-processors, conventions ---------
+
+PIECES = [
+    "a", "b", "the", "The", " ", "  ", "   ", "\n", "\n\n", "\t", "\r\n", " \n", "\u3000", "\xa0", "0", "1", "7", "42",
+    "123456", "3.14", "-", "!", "?!", "'s", "'ll", "(", "){", "é", "ça", "日本", "語", "🙂", "👩‍💻", "\x00", "\x04", "\x1f",
+    "\x7f", "²", "٣", "\U00041000", "\U000f0000", "don't", "x1", " 1", "  2", "\n\n3", "\t\t9", "1 2", "word",
+]
+
+
+def random_strings(n: int, seed: int = 0) -> list[str]:
+    """Strings made of pieces that stress the pre-split: whitespace runs before digits, control
+    characters, characters whose UTF-8 uses bytes a real vocabulary lacks, and emoji."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+def without_bytes(data: dict, missing: list[int]) -> dict:
+    """`data` with the byte tokens of `missing` (and every token and merge using them) removed."""
+    data = json.loads(json.dumps(data))
+    gone = {byte_alphabet()[b] for b in missing}
+    model = data["model"]
+    model["vocab"] = {t: i for t, i in model["vocab"].items() if not set(t) & gone}
+    model["merges"] = [m for m in model["merges"] if not set("".join(m) if isinstance(m, list) else m) & gone]
+    return data
+
+
+MISSING = [4, 6, 0x1F, 0x7F, 0xC0, 0xC1, 0xF1, 0xF3, 0xFF]  # controls, and bytes SmolLM2's vocabulary lacks
+
+
+def test_missing_byte_tokens_are_dropped_like_tokenizers(hf_json, held_out, tmp_path):
+    data = without_bytes(hf_json, MISSING)
+    texts = [*random_strings(400), "!\x04!", "\x04\x04ab", "a\x7fb", "x\U00041000y", *held_out[:5]]
+    expected = hf_ids(data, texts)
+    assert expected[texts.index("!\x04!")] == hf_ids(data, ["!!"])[0]  # neighbours of a dropped byte meet
+    tok = from_hf_dict(data)
+    assert tok.encode_batch(texts) == expected
+    assert [tok.encode(t) for t in texts] == expected
+    assert [tok.encode_reference(t) for t in texts] == expected
+    for ids in expected[:50]:
+        assert isinstance(tok.decode(ids), str)  # decode stays total
+    assert tok.decode(tok.encode("a\x04b")) == "ab"
+    assert_exports_the_same(tok, texts, tmp_path)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_missing_byte_tokens_become_unk_when_the_file_names_one(hf_json, fuse, tmp_path):
+    data = without_bytes(hf_json, MISSING)
+    unk_id = max(data["model"]["vocab"].values()) + 1
+    data["model"]["vocab"]["<unk>"] = unk_id
+    data["added_tokens"].append({"id": unk_id, "content": "<unk>", "single_word": False, "lstrip": False, "rstrip": False,
+                                 "normalized": False, "special": True})
+    data["model"].update(unk_token="<unk>", fuse_unk=fuse)
+    texts = [*random_strings(300, seed=1), "!\x04\x04!", "a\x04b\x06c"]
+    expected = hf_ids(data, texts)
+    assert unk_id in expected[-1]
+    tok = from_hf_dict(data)
+    assert tok.encode_batch(texts) == expected
+    assert [tok.encode_reference(t) for t in texts] == expected
+    tok.save(tmp_path / "ours")  # the unknown token survives groklm's own file
+    assert load_tokenizer(tmp_path / "ours").encode_batch(texts) == expected
+    assert_exports_the_same(tok, texts, tmp_path)
+
+
+def assert_exports_the_same(tok, texts, tmp_path):
+    """Written back as a HF tokenizer.json, the vocabulary encodes the same in `tokenizers`."""
+    from groklm.interop.hf_tokenizer import write_hf_tokenizer
+
+    write_hf_tokenizer(tok, tmp_path / "hf", 64)
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    assert [e.ids for e in hf.encode_batch(texts)] == tok.encode_batch(texts)
+
+
+@pytest.fixture(scope="module")
+def smollm_style() -> dict:
+    """A BPE with SmolLM2's pre-tokenizer: Digits(individual_digits=True), then ByteLevel."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1200, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    hf.train_from_iterator([*documents(200_000), *random_strings(3000, seed=5)], trainer)
+    return json.loads(hf.to_str())
+
+
+def test_digits_then_byte_level_splits_like_tokenizers(smollm_style, tmp_path):
+    from groklm.tokenizer.bpe import SMOLLM_PATTERN
+
+    tok = from_hf_dict(smollm_style)
+    assert tok.pattern == SMOLLM_PATTERN
+    texts = [*random_strings(3000, seed=2), "a  1", "x\n\n2", " \t 3", "1 2  3   4", "²³", "٣٤"]
+    assert tok.encode_batch(texts) == hf_ids(smollm_style, texts)
+    assert [tok.encode_reference(t) for t in texts[:500]] == hf_ids(smollm_style, texts[:500])
+    # the pre-split alone, on every string: the regex gives exactly the pre-tokenizer's pieces
+    import regex
+
+    hf = tokenizers.Tokenizer.from_str(json.dumps(smollm_style))
+    alphabet = byte_alphabet()
+    for text in texts:
+        pieces = [p for p, _ in hf.pre_tokenizer.pre_tokenize_str(text)]
+        ours = ["".join(alphabet[b] for b in chunk.encode("utf-8")) for chunk in regex.findall(SMOLLM_PATTERN, text)]
+        assert ours == pieces, text
+    assert_exports_the_same(tok, texts, tmp_path)
+
+
+def test_imported_specials_stay_put_and_post_processors_are_recorded(hf_json):
+    data = json.loads(json.dumps(hf_json))
+    # a post-processor that adds nothing: accepted silently
+    data["post_processor"] = {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+                              "pair": [], "special_tokens": {}}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok = from_hf_dict(data)
+    assert tok.conventions.bos_token is None and tok.conventions.eos_token == "<|endoftext|>"
+    # one that adds a BOS: recorded as the convention, not added by encode
+    data["post_processor"] = {
+        "type": "Sequence",
+        "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": "<pad>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [], "special_tokens": {"<pad>": {"id": "<pad>", "ids": [1], "tokens": ["<pad>"]}}},
+        ],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok = from_hf_dict(data)
+    assert tok.conventions.bos_token == "<pad>"
+    assert tok.encode("hello") == hf_ids({**data, "post_processor": None}, ["hello"])[0]
+    # no end-of-text token at all: <|endoftext|> after the last id (a standalone vocabulary)
+    data["added_tokens"] = [a for a in data["added_tokens"] if a["content"] != "<|endoftext|>"]
+    data["post_processor"] = None
+    tok = from_hf_dict(data)
+    assert tok.special_tokens == {"<pad>": 1, "<|endoftext|>": 1500} and tok.eot_id == 1500
+    # ... but never when the caller names the end token
+    tok = from_hf_dict(data, eos_token="<pad>")
+    assert tok.special_tokens == {"<pad>": 1} and tok.eot_id == 1 and tok.vocab_size == 1500
+
+
+def test_own_tokenizers_still_have_the_three_defaults():
+    tok = Tokenizer.train("hello world " * 50, 265)
+    assert list(tok.special_tokens) == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

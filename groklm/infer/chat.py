@@ -1,7 +1,8 @@
 """`groklm chat`: talk to a run in the terminal, one line per message, replies streamed.
 
-The conversation is a message list rendered with ChatML each turn; the model continues the open
-assistant turn until <|im_end|> (or max_new_tokens). Commands:
+The conversation is a message list rendered each turn in the run's chat format (its own template,
+or ChatML); the model continues the open assistant turn until one of its stop tokens (ChatML:
+<|im_end|>) or max_new_tokens. Commands:
 
     /reset         forget the conversation (the system message stays)
     /system TEXT   set the system message (an empty TEXT removes it)
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sys
 from typing import Iterable, TextIO
 
-from groklm.infer.engine import Engine, SamplingParams
+from groklm.infer.engine import DEFAULT_CACHE_MB, Engine, SamplingParams
 from groklm.tokenizer.chat import render_prompt
 
 HELP = "commands: /reset, /system TEXT, /quit"
@@ -52,12 +53,14 @@ def stream_reply(engine, ids: list[int], out: TextIO, params) -> str:
 
 def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None, err: TextIO | None = None,
               system: str | None = None, temperature: float = 0.8, top_k: int | None = None,
-              top_p: float | None = None, max_new_tokens: int = 256, seed: int | None = None) -> list[dict]:
+              top_p: float | None = None, max_new_tokens: int = 256, seed: int | None = None,
+              cache_mb: float | None = DEFAULT_CACHE_MB, prefix_cache: bool = True) -> list[dict]:
     """Run a conversation over `lines` (user messages and commands); returns the final history."""
     params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p or 1.0).validate()
-    engine = Engine(model, tokenizer, max_batch=1)
+    engine = Engine(model, tokenizer, max_batch=1, cache_mb=cache_mb, prefix_cache=prefix_cache)  # earlier turns: a cached prefix
     out, err = out or sys.stdout, err or sys.stderr
-    budget = max(1, model.config.block_size - max_new_tokens)
+    context = engine.context  # the model's block_size, or less when the KV cache is smaller
+    budget = max(1, context - max_new_tokens)
     head = [{"role": "system", "content": system}] if system else []
     messages = list(head)
     turn = 0
@@ -83,9 +86,9 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO | None = None,
         messages, ids, dropped = fit_context(tokenizer, messages, budget)
         if dropped:
             print(f"(context full: dropped the {dropped} oldest message(s); the system message is kept)", file=err)
-        if len(ids) >= model.config.block_size:  # one message longer than the whole context
-            print(f"(the message is too long: only its last {model.config.block_size - 1} tokens are read)", file=err)
-            ids = ids[-(model.config.block_size - 1):]
+        if len(ids) >= context:  # one message longer than the whole context
+            print(f"(the message is too long: only its last {context - 1} tokens are read)", file=err)
+            ids = ids[-(context - 1):]
         params.seed = None if seed is None else seed + turn  # a new draw every turn, repeatable per run
         reply = stream_reply(engine, ids, out, params)
         messages.append({"role": "assistant", "content": reply})

@@ -27,7 +27,8 @@ from outlines_core import Guide, Index, Vocabulary
 
 from groklm.errors import ConfigError, TokenizerError
 from groklm.infer.schema_regex import schema_regex
-from groklm.tokenizer.base import IM_END, BaseTokenizer
+from groklm.tokenizer.base import BaseTokenizer
+from groklm.tokenizer.chat import reply_end_id
 
 # Building an index walks the whole vocabulary through the automaton (milliseconds to
 # seconds); the same schema is usually asked for again and again, so keep them per tokenizer.
@@ -54,7 +55,7 @@ class Grammar:
 
     def __init__(self, pattern: str, tokenizer: BaseTokenizer):
         self.pattern = pattern
-        self.eos_id = tokenizer.special_tokens[IM_END]  # a constrained reply ends like any chat reply
+        self.eos_id = reply_end_id(tokenizer)  # a constrained reply ends like any chat reply (ChatML: <|im_end|>)
         cached = _INDEXES.setdefault(tokenizer, {})
         if pattern not in cached:
             try:

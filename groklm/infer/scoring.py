@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from groklm.tokenizer.base import IM_END
-from groklm.tokenizer.chat import render_prompt
+from groklm.tokenizer.chat import render_prompt, reply_ids
 
 
 @dataclass
@@ -58,10 +57,10 @@ def token_logprobs(logits: torch.Tensor, sequences: torch.Tensor) -> torch.Tenso
 
 def choice_logprobs(model, tokenizer, messages: list[dict], choices: list[str]) -> torch.Tensor:
     """log p(choice as the assistant's whole reply | messages) for each choice: a (len(choices),)
-    tensor. The reply's closing <|im_end|> counts too, so "1" is not rewarded for being the
-    start of "12"."""
+    tensor. The stop token that closes the reply (ChatML's <|im_end|>) counts too, so "1" is not
+    rewarded for being the start of "12". Each reply is tokenized as the chat format writes it."""
     prompt = render_prompt(tokenizer, messages)
-    replies = [[*tokenizer.encode(c), tokenizer.special_tokens[IM_END]] for c in choices]
+    replies = [reply_ids(tokenizer, messages, c) for c in choices]
     batch = pack_responses([prompt] * len(choices), replies, model.config.block_size)
     device = next(model.parameters()).device
     seqs, mask = batch.sequences.to(device), batch.mask.to(device)

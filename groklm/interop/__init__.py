@@ -1,7 +1,10 @@
-"""Interoperability: models and tokenizers to and from Hugging Face `transformers` checkpoints.
+"""Interoperability: models and tokenizers from elsewhere become run directories, and back.
 
-    hf.py            tensor-name and config mapping; export_run / import_run (the CLI's work)
-    hf_tokenizer.py  our tokenizers written as an HF tokenizer.json
+    imports.py       `import_run(source, run)`: one entry for every source (a GGUF file, a
+                     local Hugging Face folder, `hf:ORG/NAME`, the packaged smollm2-135m-instruct)
+    gguf.py          GGUF files (llama.cpp, ollama, LM Studio) -> our GPT and tokenizer
+    hf.py            Hugging Face tensor-name and config mapping; export_run
+    hf_tokenizer.py  tokenizers (and their conventions) to and from an HF tokenizer.json folder
 
 The commands (`groklm export`, `groklm import`) are in groklm/cli/interop.py.
 """

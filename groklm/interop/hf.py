@@ -15,10 +15,14 @@ and rewrites configs. Four differences are worth knowing:
 
 Nothing here imports `transformers`: the configs are plain JSON and the weights safetensors,
 so export works in an install without it. The tests load the results with `transformers`.
+
+Import stops at objects (`load_hf_dir`: model, tokenizer, summary); imports.py writes the run,
+the same way for a folder, a GGUF file or a download.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,8 +34,7 @@ from groklm.errors import CheckpointError, ConfigError
 from groklm.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT
-from groklm.model.weights import save_weights
-from groklm.rundir import TOKENIZER_DIR, RunDir, atomic_path, read_config, read_json, write_json
+from groklm.rundir import TOKENIZER_DIR, atomic_path, read_config, read_json, write_json
 from groklm.tokenizer import load_tokenizer
 
 SHAPES = {
@@ -374,8 +377,8 @@ def llama_state(take, c: GPTConfig) -> dict:
     return ours
 
 
-def load_hf_model(hf_dir: str | Path, block_size: int | None = None):
-    """A local HF checkpoint directory -> our GPT (eval mode, float32) with the same weights."""
+def load_hf_model(hf_dir: str | Path, block_size: int | None = None, dtype: str = "float32"):
+    """A local HF checkpoint directory -> our GPT (eval mode, `dtype` weights) with the same weights."""
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise CheckpointError(f"{hf_dir} is not a directory")
@@ -383,12 +386,56 @@ def load_hf_model(hf_dir: str | Path, block_size: int | None = None):
     config = gpt_config_from_hf(hf, block_size)
     family = "gpt2" if hf["model_type"] == "gpt2" else "llama"
     state = state_dict_from_hf(read_hf_tensors(hf_dir), config, family)
-    model = GPT(config)
+    model = GPT(config).to(DTYPES[dtype])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(f"{hf_dir} does not match its config.json: {error}") from error
     return model.eval()
+
+
+def load_hf_dir(hf_dir: str | Path, *, dtype: str = "float32", block_size: int | None = None,
+                chat_template: str | None = None):
+    """A local HF model folder -> (our GPT, its tokenizer, a summary for the run's config).
+
+    The tokenizer keeps every token at its original id, with the model's conventions (end
+    token, chat template); `chat_template` replaces the folder's own template."""
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise CheckpointError(f"{hf_dir} is not a directory (import reads a local checkpoint folder)")
+    if dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if not (hf_dir / "tokenizer.json").is_file():  # check before the slow part
+        raise CheckpointError(
+            f"{hf_dir} has no tokenizer.json (the fast-tokenizer file); a run needs its tokenizer"
+        )
+    hf = read_hf_config(hf_dir)
+    config = gpt_config_from_hf(hf, block_size)  # refuse what we cannot run before reading weights
+    check_vocab_fits(hf_dir / "tokenizer.json", config.vocab_size)
+    tokenizer = read_hf_tokenizer(hf_dir)  # with tokenizer_config.json's end tokens and chat template
+    largest = max([tokenizer.vocab_size - 1, *tokenizer.special_tokens.values()])
+    if largest >= config.vocab_size:
+        raise CheckpointError(f"the tokenizer of {hf_dir} has ids up to {largest}, but the model has only "
+                              f"{config.vocab_size} embeddings; the checkpoint's tokenizer and model do not belong together")
+    if chat_template is not None:
+        tokenizer = tokenizer.with_conventions(dataclasses.replace(tokenizer.conventions, chat_template=chat_template))
+    model = load_hf_model(hf_dir, block_size, dtype)
+    summary = {"format": "hf", "path": str(hf_dir.resolve()), "architecture": hf.get("model_type"),
+               "model_type": hf.get("model_type"), "quantization": None}
+    return model, tokenizer, summary
+
+
+def check_vocab_fits(tokenizer_json: Path, vocab_size: int) -> None:
+    """Every id the checkpoint's own tokenizer uses must have a row in the model's embedding."""
+    data = read_json(tokenizer_json)
+    try:
+        ids = [*data["model"]["vocab"].values(), *(t["id"] for t in data.get("added_tokens") or [])]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{tokenizer_json} is not a tokenizer.json with a vocabulary: {error}") from error
+    if ids and max(ids) >= vocab_size:
+        raise CheckpointError(
+            f"{tokenizer_json} uses token id {max(ids)}, but the model has only {vocab_size} embeddings"
+        )
 
 
 # ---- whole runs -------------------------------------------------------------------------------
@@ -408,41 +455,3 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
     if tokenizer is None:
         return family, f"the run has no {TOKENIZER_DIR}/, so no tokenizer was written"
     return family, write_hf_tokenizer(tokenizer, out_dir, model.config.block_size)
-
-
-def import_run(hf_dir: str | Path, run_dir: str | Path, block_size: int | None = None, force: bool = False):
-    """`groklm import HF_DIR --out RUN`: returns the imported model and its tokenizer."""
-    hf_dir, run = Path(hf_dir), RunDir(run_dir)
-    if not hf_dir.is_dir():
-        raise CheckpointError(f"{hf_dir} is not a directory (import reads a local checkpoint folder)")
-    if not force:
-        run.check_fresh(remedy="pass --force to replace it, or choose another --out")
-    if not (hf_dir / "tokenizer.json").is_file():  # check before the slow part
-        raise CheckpointError(
-            f"{hf_dir} has no tokenizer.json (the fast-tokenizer file); a run needs its tokenizer"
-        )
-    hf = read_hf_config(hf_dir)
-    model = load_hf_model(hf_dir, block_size)
-    tokenizer = read_hf_tokenizer(hf_dir / "tokenizer.json")
-    check_vocab_fits(hf_dir / "tokenizer.json", model.config.vocab_size)
-    save_weights(model, run.weights_path)
-    tokenizer.save(run.tokenizer_dir)
-    # config.json last: a run directory with a config is a complete one. An import starts no
-    # run of ours (no parent); where its weights came from is its "import" section.
-    run.write_config("import", parent=None, arch="gpt", model=model.config.to_dict(), train=None, data=None,
-                     **{"import": {"format": "hf", "path": str(hf_dir.resolve()), "model_type": hf.get("model_type")}})
-    return model, tokenizer
-
-
-def check_vocab_fits(tokenizer_json: Path, vocab_size: int) -> None:
-    """Every id the checkpoint's own tokenizer uses must have a row in the model's embedding.
-
-    (Our tokenizer adds <|im_start|>/<|im_end|> when the file lacks them; those may lie past
-    the embedding, and stay unusable until the model is given rows for them.)
-    """
-    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    ids = [*data["model"]["vocab"].values(), *(t["id"] for t in data.get("added_tokens") or [])]
-    if ids and max(ids) >= vocab_size:
-        raise CheckpointError(
-            f"{tokenizer_json} uses token id {max(ids)}, but the model has only {vocab_size} embeddings"
-        )

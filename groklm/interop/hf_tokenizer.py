@@ -1,4 +1,5 @@
-"""Our tokenizers written as a Hugging Face `tokenizer.json` (and read back from one).
+"""Our tokenizers written as a Hugging Face `tokenizer.json` (and read back from one), with the
+model's conventions (end and start tokens, chat template) beside it in tokenizer_config.json.
 
 The `tokenizers` library is not needed to write the file: tokenizer.json is plain JSON, and a
 byte-level BPE is fully described by what our `Tokenizer` already holds: the regex that splits
@@ -9,10 +10,12 @@ gives each of the 256 byte values a printable stand-in character (`byte_alphabet
 "Ġ", newline "Ċ"); a token's HF name is its bytes spelled with those characters.
 
 A `CharTokenizer` maps to a BPE with no merges: every character is its own token, and the
-"Fuse" decoder joins them back without spaces.
+"Fuse" decoder joins them back without spaces. A `MetaspaceTokenizer` (SentencePiece-style) is
+written the way Llama 2's converted tokenizers are: Metaspace or Prepend/Replace, byte fallback.
 
-Reading goes the other way through `groklm.tokenizer.imports.from_hf_file`, which the
-tokenizer package owns.
+Reading goes the other way through `groklm.tokenizer.imports.from_hf_dir`, which the
+tokenizer package owns: tokenizer.json, and what the model directory says around it
+(tokenizer_config.json, chat_template.jinja/.json, generation_config.json).
 """
 
 from __future__ import annotations
@@ -21,18 +24,23 @@ from pathlib import Path
 
 from groklm.errors import TokenizerError
 from groklm.rundir import write_json
-from groklm.tokenizer import ENDOFTEXT, CharTokenizer, Tokenizer
-from groklm.tokenizer.imports import byte_alphabet, from_hf_file
+from groklm.tokenizer import BaseTokenizer, CharTokenizer, Conventions, Tokenizer
+from groklm.tokenizer.bpe import SMOLLM_PATTERN
+from groklm.tokenizer.imports import byte_alphabet, from_hf_dir
+from groklm.tokenizer.metaspace import SPACE, MetaspaceTokenizer
 
 
-def read_hf_tokenizer(path: str | Path) -> Tokenizer:
-    return from_hf_file(path)
+def read_hf_tokenizer(path: str | Path) -> BaseTokenizer:
+    """The tokenizer of a HF model directory (or of its tokenizer.json), with its conventions."""
+    return from_hf_dir(path)
 
 
 def write_hf_tokenizer(tokenizer, out_dir: str | Path, max_length: int) -> str:
     """Write tokenizer.json + tokenizer_config.json into `out_dir`; returns a note for the user."""
     if isinstance(tokenizer, Tokenizer):
         data = bpe_tokenizer_json(tokenizer)
+    elif isinstance(tokenizer, MetaspaceTokenizer):
+        data = metaspace_tokenizer_json(tokenizer)
     elif isinstance(tokenizer, CharTokenizer):
         data = char_tokenizer_json(tokenizer)
     else:
@@ -74,14 +82,44 @@ def bpe_tokenizer_json(tokenizer: Tokenizer) -> dict:
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
         ],
     }
+    if tokenizer.pattern == SMOLLM_PATTERN:  # SmolLM's own form: digits alone, then GPT-2's regex
+        pre_tokenizer["pretokenizers"] = [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        ]
     model = bpe_model(
         vocab,
         # "a b" strings rather than pairs: every tokenizers version reads them, and a
         # byte-level spelling never contains a real space.
         [f"{spell(left)} {spell(right)}" for left, right, _ in tokenizer.merges],
     )
+    if tokenizer.unk_id is not None:  # a missing byte becomes this token (else it is dropped, as here)
+        names = {i: t for t, i in vocab.items()}
+        model.update(unk_token=names[tokenizer.unk_id], fuse_unk=tokenizer.fuse_unk)
     decoder = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
     return assemble(tokenizer, pre_tokenizer, model, decoder)
+
+
+def metaspace_tokenizer_json(tokenizer: MetaspaceTokenizer) -> dict:
+    """SentencePiece-style: Metaspace (or Prepend + Replace) and byte fallback, as Llama 2's converted file."""
+    vocab = with_specials(dict(tokenizer.vocab), tokenizer)
+    normalizer = None
+    if tokenizer.prefix == "normalizer":
+        normalizer = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": SPACE},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
+        ]}
+        pre_tokenizer = None
+    else:
+        pre_tokenizer = {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": tokenizer.prefix, "split": tokenizer.split}
+    model = bpe_model(vocab, [list(m) for m in tokenizer.merges])
+    model.update(byte_fallback=tokenizer.byte_fallback, unk_token=tokenizer.unk_token, fuse_unk=tokenizer.fuse_unk)
+    steps = [{"type": "Replace", "pattern": {"String": SPACE}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}]
+    if tokenizer.strip_prefix:
+        steps.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    data = assemble(tokenizer, pre_tokenizer, model, {"type": "Sequence", "decoders": steps})
+    data["normalizer"] = normalizer
+    return data
 
 
 def char_tokenizer_json(tokenizer: CharTokenizer) -> dict:
@@ -134,12 +172,18 @@ def assemble(tokenizer, pre_tokenizer: dict | None, model: dict, decoder: dict) 
 
 
 def tokenizer_config(tokenizer, max_length: int) -> dict:
-    """tokenizer_config.json: tells `AutoTokenizer` which class to build and the special roles."""
-    return {
+    """tokenizer_config.json: tells `AutoTokenizer` which class to build, the special roles and
+    the chat template: the tokenizer's conventions, so that reading it back gives them again."""
+    conventions = getattr(tokenizer, "conventions", Conventions())
+    roles = (conventions.bos_token, conventions.eos_token)
+    config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_length,
         "clean_up_tokenization_spaces": False,
-        "bos_token": ENDOFTEXT,
-        "eos_token": ENDOFTEXT,
-        "additional_special_tokens": [name for name in tokenizer.special_tokens if name != ENDOFTEXT],
+        "bos_token": conventions.bos_token,
+        "eos_token": conventions.eos_token,
+        "additional_special_tokens": [name for name in tokenizer.special_tokens if name not in roles],
     }
+    if conventions.chat_template is not None:
+        config["chat_template"] = conventions.chat_template
+    return config

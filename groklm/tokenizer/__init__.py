@@ -1,5 +1,6 @@
-"""Tokenization: byte-level BPE (`Tokenizer`), a character vocabulary (`CharTokenizer`), and
-`load_tokenizer(dir)` for either. See docs/guide.md, "Tokenization"."""
+"""Tokenization: byte-level BPE (`Tokenizer`), a character vocabulary (`CharTokenizer`),
+SentencePiece-style BPE for imported models (`MetaspaceTokenizer`), and `load_tokenizer(dir)`
+for any of them. See docs/guide.md, "Tokenization"."""
 
 from groklm.tokenizer.base import (
     DEFAULT_SPECIAL_TOKENS,
@@ -10,9 +11,10 @@ from groklm.tokenizer.base import (
     Conventions,
     StreamDecoder,
 )
-from groklm.tokenizer.bpe import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, Tokenizer
+from groklm.tokenizer.bpe import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, SMOLLM_PATTERN, Tokenizer
 from groklm.tokenizer.char import CharTokenizer
 from groklm.tokenizer.load import load_tokenizer
+from groklm.tokenizer.metaspace import MetaspaceTokenizer
 
 __all__ = [
     "BaseTokenizer",
@@ -24,7 +26,9 @@ __all__ = [
     "GPT4_PATTERN",
     "IM_END",
     "IM_START",
+    "MetaspaceTokenizer",
     "PATTERNS",
+    "SMOLLM_PATTERN",
     "StreamDecoder",
     "Tokenizer",
     "load_tokenizer",

@@ -249,7 +249,12 @@ def with_file_conventions(tokenizer: BaseTokenizer, data: dict, source: str) -> 
 
 
 def check_special_tokens(value, source: str) -> dict[str, int]:
-    """Validate a `special_tokens` mapping read from a file."""
+    """Validate a `special_tokens` mapping read from a file.
+
+    groklm's own tokenizers always have the three defaults (`check_new_specials` adds them when
+    one is trained); an imported one keeps exactly the special tokens of its model, at their
+    ids, so none of the three is required here.
+    """
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
         for k, v in value.items()
@@ -257,9 +262,6 @@ def check_special_tokens(value, source: str) -> dict[str, int]:
         raise TokenizerError(f"{source} is corrupt: 'special_tokens' must map non-empty strings to ids >= 0")
     if len(set(value.values())) != len(value):
         raise TokenizerError(f"{source} is corrupt: two special tokens share an id")
-    missing = [t for t in DEFAULT_SPECIAL_TOKENS if t not in value]
-    if missing:
-        raise TokenizerError(f"{source} is corrupt: special tokens {missing} are missing")
     return dict(value)
 
 

@@ -10,6 +10,12 @@ How text becomes ids:
 Ids: bytes 0..255 are ids 0..255, merge i makes id 256 + i, special tokens come last. (An
 imported vocabulary keeps its own ids; see imports.py.)
 
+Real vocabularies are not always complete: SmolLM2's lacks the byte tokens of some control
+characters and of bytes that never occur in UTF-8. The Hugging Face `tokenizers` library then
+drops such a byte before merging (its neighbours meet and may merge), or, when the file names
+an unknown token, writes that token in its place (a barrier no merge crosses). `byte_ids`
+holds None for a missing byte and `unk_id` says which of the two happens; both encoders do it.
+
 `encode` uses tiktoken (fast.py); `encode_reference` is the same algorithm in plain Python,
 kept as the readable definition and as the oracle in the tests.
 """
@@ -38,6 +44,11 @@ from groklm.tokenizer.trainer import count_chunks, train_merges
 
 # GPT-2's pre-split, as released with GPT-2 (HF tokenizers' ByteLevel uses the same string).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# SmolLM2's: every digit alone (HF's Digits(individual_digits=True)), then GPT-2's regex on the
+# text between digits. As one regex: a digit is its own chunk, and a digit ends the text the
+# GPT-2 part sees, so a whitespace run before a digit is kept whole (`\s+(?!\S)` would give
+# its last character to the digit's chunk: "a  1" is "a", "  ", "1", not "a", " ", " ", "1").
+SMOLLM_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
 # GPT-4's (tiktoken cl100k_base): case-insensitive contractions, a letter run may take one
 # leading non-letter (so "(foo" is one chunk), numbers are cut into groups of at most 3 digits.
 # tiktoken writes the digits as `\p{N}{1,3}+`; we drop that `+`, which changes nothing here but
@@ -46,7 +57,7 @@ GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
-PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
+PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN}
 
 # A custom pattern must match every character, or `findall` would silently drop text.
 _PROBE = "Hello, world! It's 2024: ça coûte 12,50 €.\n\n\tdef f(x):\r\n    return x**2  # ok 🙂 日本語 \x00\x7f  "
@@ -83,16 +94,21 @@ class Tokenizer(BaseTokenizer):
         *,
         pattern: str = "gpt4",
         special_tokens: dict[str, int] | Iterable[str] | None = None,
-        byte_ids: Sequence[int] | None = None,
+        byte_ids: Sequence[int | None] | None = None,
         extra_tokens: dict[int, bytes] | None = None,
+        unk_id: int | None = None,
+        fuse_unk: bool = False,
         source: str = "merges",
     ):
         """
         merges: in priority order; each `(left, right)` (creating id 256 + i) or `(left, right, id)`.
         special_tokens: a dict str -> id, or names whose ids are given after the vocabulary
             (the three default ones are always included).
-        byte_ids: the id of each byte value, when not the byte value itself (imports).
+        byte_ids: the id of each byte value, when not the byte value itself (imports); None
+            for a byte the vocabulary lacks.
         extra_tokens: id -> bytes for tokens that no merge creates (imports; decode only).
+        unk_id: what a missing byte becomes (None: it is dropped); fuse_unk: one unk id for a
+            run of missing bytes.
         """
         self.pattern = resolve_pattern(pattern)
         self._compiled = regex.compile(self.pattern)
@@ -101,9 +117,11 @@ class Tokenizer(BaseTokenizer):
         if byte_ids is None:
             byte_ids = list(range(256))
         byte_ids = list(byte_ids)
-        if len(byte_ids) != 256 or len(set(byte_ids)) != 256 or not all(_is_id(i) for i in byte_ids):
-            raise TokenizerError(f"{bad}: byte_ids must be 256 distinct ids >= 0")
-        table: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(byte_ids)}
+        present = [i for i in byte_ids if i is not None]
+        if len(byte_ids) != 256 or len(set(present)) != len(present) or not all(_is_id(i) for i in present):
+            raise TokenizerError(f"{bad}: byte_ids must be 256 distinct ids >= 0 (None for a missing byte)")
+        table: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(byte_ids) if i is not None}
+        self._missing = bytes(b for b, i in enumerate(byte_ids) if i is None)
         for token_id, data in (extra_tokens or {}).items():
             if not _is_id(token_id) or token_id in table or not isinstance(data, bytes) or len(data) < 2:
                 raise TokenizerError(f"{bad}: extra token {token_id!r} is not a new id with at least 2 bytes")
@@ -133,9 +151,14 @@ class Tokenizer(BaseTokenizer):
             first = max(table) + 1
             special_tokens = {name: first + k for k, name in enumerate(names)}
         self.special_tokens = check_special_tokens(special_tokens, source)
-        clash = [t for t, i in self.special_tokens.items() if i in table]
+        # (an imported special token may also be a regular token of the same bytes, at the same id)
+        clash = [t for t, i in self.special_tokens.items() if i in table and table[i] != t.encode("utf-8")]
         if clash:
             raise TokenizerError(f"{bad}: special tokens {clash} reuse ids of regular tokens")
+
+        if unk_id is not None and not (_is_id(unk_id) and (unk_id in table or unk_id in self.special_tokens.values())):
+            raise TokenizerError(f"{bad}: unk_id {unk_id!r} is not a token id")
+        self.unk_id, self.fuse_unk = unk_id, bool(fuse_unk)
 
         self._vocab_size = max([*table, *self.special_tokens.values()]) + 1
         self._table: list[bytes | None] = [None] * self._vocab_size
@@ -148,6 +171,7 @@ class Tokenizer(BaseTokenizer):
         self._cache: dict[str, list[int]] = {}
         self._fast = None
         self._special_re: dict[frozenset, regex.Pattern] = {}
+        self._prefix_cache: dict[frozenset, bool] = {}
 
     # --- training ---------------------------------------------------------------------------
     @classmethod
@@ -197,33 +221,108 @@ class Tokenizer(BaseTokenizer):
     def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
         """Ids of `text` (fast path, tiktoken). Special-token text counts as special only if allowed."""
         allowed = self._allowed(allowed_special) if allowed_special else set()
-        return self._fast_encoder().encode(_check_text(text), allowed)
+        text = _check_text(text)
+        if allowed and self._prefix_specials(allowed):
+            # tiktoken takes the first special token that matches, not the longest (an imported
+            # vocabulary may have both "<|" and "<|endoftext|>"): cut at them here
+            ids: list[int] = []
+            for piece, is_special in self._split_specials(text, allowed):
+                ids.extend([self.special_tokens[piece]] if is_special else self._encode_ordinary(piece, set()))
+            return ids
+        return self._encode_ordinary(text, allowed)
+
+    def _encode_ordinary(self, text: str, allowed: set[str]) -> list[int]:
+        if self._lacks_bytes_of(text):  # tiktoken cannot drop bytes: split here, merge there
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: U+FFFD, as tiktoken makes it
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self._encode_chunks(text, allowed, self._fast_encoder().encode_piece, cache=False)
+        return self._fast_encoder().encode(text, allowed)
+
+    def _prefix_specials(self, allowed: set[str]) -> bool:
+        """Is one of the allowed special tokens the beginning of another?"""
+        key = frozenset(allowed)
+        if key not in self._prefix_cache:
+            ordered = sorted(allowed)  # a prefix sorts right before the tokens it begins
+            self._prefix_cache[key] = any(b.startswith(a) for a, b in zip(ordered, ordered[1:]))
+        return self._prefix_cache[key]
 
     def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | str = ()) -> list[list[int]]:
         """`encode` on many texts, on several threads."""
         allowed = self._allowed(allowed_special) if allowed_special else set()
-        return self._fast_encoder().encode_batch([_check_text(t) for t in texts], allowed)
+        texts = [_check_text(t) for t in texts]
+        if allowed and self._prefix_specials(allowed):
+            return [self.encode(t, allowed) for t in texts]
+        slow = [i for i, t in enumerate(texts) if self._lacks_bytes_of(t)]  # (only imported vocabularies)
+        if not slow:
+            return self._fast_encoder().encode_batch(texts, allowed)
+        skip = set(slow)
+        out = self._fast_encoder().encode_batch([t for i, t in enumerate(texts) if i not in skip], allowed)
+        for i in slow:  # in increasing order, so each lands at its own index
+            out.insert(i, self.encode(texts[i], allowed))
+        return out
 
     def encode_reference(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
         """The same as `encode`, in plain Python: the readable definition of this tokenizer."""
         allowed = self._allowed(allowed_special) if allowed_special else set()
+        return self._encode_chunks(_check_text(text), allowed, self._bpe, cache=True)
+
+    def _encode_chunks(self, text: str, allowed: set[str], bpe, cache: bool) -> list[int]:
+        """Cut at allowed special tokens, split with the regex, encode each chunk's bytes with `bpe`."""
         ids: list[int] = []
-        for piece, is_special in self._split_specials(_check_text(text), allowed):
+        for piece, is_special in self._split_specials(text, allowed):
             if is_special:
                 ids.append(self.special_tokens[piece])
                 continue
             for chunk in self._compiled.findall(piece):
-                cached = self._cache.get(chunk)
+                cached = self._cache.get(chunk) if cache else None
                 if cached is None:
-                    cached = self._bpe(chunk.encode("utf-8"))
-                    if len(self._cache) >= _CACHE_LIMIT:
-                        self._cache.clear()
-                    self._cache[chunk] = cached
+                    cached = self._chunk_ids(chunk.encode("utf-8"), bpe)
+                    if cache:
+                        if len(self._cache) >= _CACHE_LIMIT:
+                            self._cache.clear()
+                        self._cache[chunk] = cached
                 ids.extend(cached)
         return ids
 
+    def _chunk_ids(self, data: bytes, bpe) -> list[int]:
+        """One chunk: bytes the vocabulary lacks are dropped, or become `unk_id` between BPE runs."""
+        if not self._missing or not self._lacks_bytes(data):
+            return bpe(data)
+        if self.unk_id is None:
+            return bpe(data.translate(None, self._missing))
+        ids: list[int] = []
+        run = bytearray()
+        last_unk = False
+        for b in data:
+            if self._byte_ids[b] is not None:
+                run.append(b)
+                continue
+            if run:
+                ids.extend(bpe(bytes(run)))
+                run.clear()
+                last_unk = False
+            if not (self.fuse_unk and last_unk):
+                ids.append(self.unk_id)
+            last_unk = True
+        if run:
+            ids.extend(bpe(bytes(run)))
+        return ids
+
+    def _lacks_bytes(self, data: bytes) -> bool:
+        return len(data.translate(None, self._missing)) != len(data)
+
+    def _lacks_bytes_of(self, text: str) -> bool:
+        """Does `text` need a byte that has no token? (Only imported vocabularies lack any.)"""
+        if not self._missing:
+            return False
+        return self._lacks_bytes(text.encode("utf-8", errors="surrogatepass"))
+
     def _bpe(self, data: bytes) -> list[int]:
         """Byte pair encoding of one chunk: apply the earliest-learned merge until none applies."""
+        if not data:
+            return []
         ids = [self._byte_ids[b] for b in data]
         no_merge = (len(self._merges), -1)
         while len(ids) >= 2:
@@ -322,6 +421,7 @@ class Tokenizer(BaseTokenizer):
             "pattern": self.pattern,
             "special_tokens": self.special_tokens,
             "byte_ids": None if identity else self._byte_ids,
+            **({"unk_id": self.unk_id, "fuse_unk": self.fuse_unk} if self.unk_id is not None else {}),
             "extra_tokens": {str(i): self._table[i].hex() for i in self._extra_ids},
             # [left, right, new id, text of the new token (for people; ignored when loading)]
             "merges": [[a, b, c, self._table[c].decode("utf-8", errors="backslashreplace")] for a, b, c in self._merges],
@@ -349,6 +449,8 @@ class Tokenizer(BaseTokenizer):
             special_tokens=data.get("special_tokens"),
             byte_ids=data.get("byte_ids"),
             extra_tokens=extra_tokens,
+            unk_id=data.get("unk_id"),
+            fuse_unk=bool(data.get("fuse_unk", False)),
             source=source,
         )
 

@@ -12,6 +12,10 @@ Ranks are merge priority; ids are whatever the vocabulary says. For our own toke
 tiktoken files) ids grow with priority, so the ids *are* valid ranks and tiktoken's output needs
 no translation. An imported vocabulary may number its tokens otherwise; then tiktoken runs on
 priority ranks 0..n-1 and a numpy lookup table turns ranks back into ids.
+
+A vocabulary that lacks some byte tokens (bpe.py) cannot be handed to tiktoken whole: it would
+keep such a byte as a token. Texts that need one are split by the `Tokenizer` itself and each
+chunk's remaining bytes come here one piece at a time (`encode_piece`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ class FastEncoder:
         ranks = self.encoding.encode_to_numpy(text, allowed_special=allowed_special, disallowed_special=())
         return self.rank_to_id[ranks].tolist()
 
+    def encode_piece(self, data: bytes) -> list[int]:
+        """BPE of one chunk's bytes, with no regex split (every byte must have a token)."""
+        if not data:
+            return []
+        ranks = self.encoding._encode_single_piece(data)
+        return ranks if self.rank_to_id is None else self.rank_to_id[ranks].tolist()
+
     def encode_batch(self, texts: list[str], allowed_special: set[str]) -> list[list[int]]:
         batch = self.encoding.encode_batch(texts, allowed_special=allowed_special, disallowed_special=())
         if self.rank_to_id is None:
@@ -43,7 +54,7 @@ class FastEncoder:
 def build_fast_encoder(
     name: str,
     pattern: str,
-    byte_ids: list[int],
+    byte_ids: list[int | None],
     merges: list[tuple[int, int, int]],
     token_bytes: dict[int, bytes],
     extra_ids: list[int],
@@ -53,14 +64,15 @@ def build_fast_encoder(
     # Ids in priority order: single bytes (their ranks are never compared, only looked up),
     # then each merge's result. A later merge that re-creates existing bytes (possible in an
     # imported vocabulary, never in ours) adds nothing: tiktoken keys tokens by their bytes.
-    ranked: list[int] = list(byte_ids)
-    seen = {token_bytes[i] for i in byte_ids}
+    ranked: list[int] = [i for i in byte_ids if i is not None]
+    n_bytes = len(ranked)
+    seen = {token_bytes[i] for i in ranked}
     for _, _, new_id in merges:
         if token_bytes[new_id] not in seen:
             seen.add(token_bytes[new_id])
             ranked.append(new_id)
-    merged = ranked[256:]
-    ids_are_ranks = all(a < b for a, b in zip(merged, merged[1:]))
+    merged = ranked[n_bytes:]
+    ids_are_ranks = all(a < b for a, b in zip(merged, merged[1:])) and not set(special_tokens.values()) & set(ranked)
     extras = [i for i in extra_ids if token_bytes[i] not in seen]
     if ids_are_ranks:
         ranks = {token_bytes[i]: i for i in ranked + extras}

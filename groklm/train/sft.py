@@ -1,12 +1,14 @@
 """Supervised fine-tuning (SFT): from a model that continues text to one that answers in turns.
 
     base run (any stage) ─┐
-    chats (JSONL/synth) ──┴► render ChatML ──► mask all but the assistant ──► pack rows ──► train
+    chats (JSONL/synth) ──┴► render chats ───► mask all but the assistant ──► pack rows ──► train
                                                                             ──► run dir, "stage": "sft"
 
 The model, its shape and its tokenizer come from the base run; only the data and the loss
 mask change. The loss is the same next-token cross-entropy as in pretraining, over the tokens
-the assistant says (and the <|im_end|> that ends its turn): the prompt is context, not a target.
+the assistant says (and the stop token that ends its turn, ChatML's <|im_end|>): the prompt is
+context, not a target. Chats are rendered in the base run's chat format: its own template, or
+groklm's ChatML (tokenizer/chat.py).
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ import warnings
 from pathlib import Path
 
 from groklm.data.chat_data import load_sft_jsonl
-from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError, TokenizerError
+from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError
 from groklm.model import GPT, GPTConfig
 from groklm.model.gpt import IGNORE_INDEX
 from groklm.model.weights import load_weights
 from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
 from groklm.tasks import make_sft
 from groklm.tokenizer import load_tokenizer
-from groklm.tokenizer.base import IM_END, IM_START
-from groklm.tokenizer.chat import render_chat
+from groklm.tokenizer.chat import chat_token_ids, check_chat_template, render_chat
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.packing import batch_rows, conversation_example, pack
 from groklm.train.stage import Place, open_run, run_stage
@@ -140,16 +141,17 @@ def resolve_config(config: dict, overrides: dict, train_defaults: dict) -> tuple
 
 
 def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
-    """ChatML needs <|im_start|> and <|im_end|>, and the model needs an embedding row for each."""
-    for name in (IM_START, IM_END):
-        token_id = tokenizer.special_tokens.get(name)
-        if token_id is None:
-            raise TokenizerError(f"the tokenizer of {base} has no {name} special token, which chat rendering needs")
-        if token_id >= vocab_size:
-            raise ConfigError(
-                f"the tokenizer of {base} gives {name} the id {token_id}, but the model has vocab_size={vocab_size}: "
-                "it has no embedding for the chat tokens. Use a base model whose vocab_size covers its tokenizer"
-            )
+    """The chat format must render a conversation, and the model needs an embedding row for each
+    special token it uses (markup and stop tokens)."""
+    check_chat_template(tokenizer)
+    by_id = {i: name for name, i in tokenizer.special_tokens.items()}
+    missing = sorted(t for t in chat_token_ids(tokenizer) if t >= vocab_size)
+    if missing:
+        names = ", ".join(f"{by_id.get(t, t)} (id {t})" for t in missing)
+        raise ConfigError(
+            f"the tokenizer of {base} gives the chat tokens {names}, but the model has vocab_size={vocab_size}: "
+            "it has no embedding for the chat tokens. Use a base model whose vocab_size covers its tokenizer"
+        )
 
 
 # ---- data -------------------------------------------------------------------------------------

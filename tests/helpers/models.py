@@ -7,19 +7,19 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
-from groklm.tokenizer.base import IM_END
+from groklm.tokenizer.chat import reply_end_id
 
 
 class Rigged(nn.Module):
-    """Says "7" and ends its turn: logit 5 for "7" (after anything but "7") and for <|im_end|>
-    (after "7"), 0 for every other token."""
+    """Says "7" and ends its turn: logit 5 for "7" (after anything but "7") and for the token that
+    ends a reply (ChatML's <|im_end|>, after "7"), 0 for every other token."""
 
     def __init__(self, tokenizer):
         super().__init__()
         # What the inference engine reads of a config; no layers, so its KV cache is empty.
         self.config = SimpleNamespace(block_size=512, vocab_size=tokenizer.vocab_size, n_layer=0, n_kv_head=1, head_dim=1)
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the harness a device to read
-        self.seven, self.end, self.vocab = tokenizer.encode("7")[0], tokenizer.special_tokens[IM_END], tokenizer.vocab_size
+        self.seven, self.end, self.vocab = tokenizer.encode("7")[0], reply_end_id(tokenizer), tokenizer.vocab_size
 
     def forward(self, idx):
         logits = torch.zeros(*idx.shape, self.vocab)
