@@ -17,9 +17,10 @@ from pydantic import BaseModel, Field
 from groklm.errors import ConfigError
 from groklm.infer.constrain import Grammar
 from groklm.infer.decode import decode, generate, next_logits_of
-from groklm.infer.engine import AsyncEngine, Engine, EngineBusy, SamplingParams
+from groklm.infer.engine import DEFAULT_CACHE_MB, AsyncEngine, Engine, EngineBusy, SamplingParams
 from groklm.infer.stop_strings import StopStrings
 from groklm.model import GPT, GPTConfig, RecurrentLM, RNNConfig
+from groklm.model.kv_cache import PAGE_SIZE, KVCache, bytes_per_token
 from groklm.tokenizer import Tokenizer
 from groklm.tokenizer.char import CharTokenizer
 
@@ -279,3 +280,212 @@ def test_async_engine_streams_concurrent_requests_and_frees_slots(tokenizer, mod
         assert not engine.active and sorted(engine.free_slots) == [0, 1, 2, 3]
     finally:
         aengine.shutdown()
+
+
+# ---- the KV cache's memory budget, pausing, and prefix caching ---------------------------------
+
+
+def budget_mb(model, pages: int) -> float:
+    """The cache_mb that holds exactly `pages` pages of this model's keys and values."""
+    return pages * PAGE_SIZE * bytes_per_token(model.config) / 2**20
+
+
+def assert_idle(engine: Engine) -> None:
+    """Nothing running: every page is free or held once, by the prefix cache."""
+    cache = engine.cache
+    assert not engine.active and all(not table for table in cache.tables) and sorted(engine.free_slots) == list(range(cache.slots))
+    assert sorted(cache.free + list(cache.key_of)) == list(range(cache.pages))
+    assert all(cache.refs[page] == 1 for page in cache.key_of) and len(cache.prefixes) == len(cache.key_of)
+
+
+class PrefillSpy:
+    """Records how many tokens each prefill pass (more than one new token) of a model computed."""
+
+    def __init__(self, monkeypatch, model):
+        self.sizes: list[int] = []
+        forward = model.forward_cached
+
+        def spy(idx, cache, slots):
+            if idx.size(1) > 1:
+                self.sizes += [idx.size(1)] * idx.size(0)
+            return forward(idx, cache, slots)
+
+        monkeypatch.setattr(model, "forward_cached", spy)
+
+
+def test_the_cache_is_sized_by_the_budget_not_the_context():
+    smollm2 = GPTConfig(vocab_size=49152, block_size=8192, n_layer=30, n_head=9, n_kv_head=3, n_embd=576)
+    assert bytes_per_token(smollm2) == 46080  # 30 layers x (keys + values) x 3 heads x 64 x 4 bytes
+    cache = KVCache(smollm2, slots=32, budget_bytes=64 * 2**20)
+    stored = sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
+    assert cache.pages == 64 * 2**20 // (PAGE_SIZE * 46080) and stored <= 64 * 2**20 and cache.capacity == cache.pages * PAGE_SIZE
+    tiny = GPTConfig(vocab_size=10, block_size=40, n_layer=1, n_head=2, n_embd=8)
+    assert KVCache(tiny, slots=3).pages == 3 * 3  # no budget: every slot's whole context (40 -> 3 pages of 16)
+    assert KVCache(tiny, slots=3, budget_bytes=1 << 30).pages == 9  # never more than that
+    with pytest.raises(ConfigError, match="no page"):
+        KVCache(tiny, slots=3, budget_bytes=100)
+
+
+def test_a_request_the_cache_cannot_hold_is_refused_naming_the_flag(tokenizer, model):
+    engine = Engine(model, tokenizer, max_batch=2, cache_mb=budget_mb(model, 2))  # 32 positions; the model has 64
+    assert engine.context == 32 and Engine(model, tokenizer).context == 64
+    for prompt, max_tokens in (("z" * 20, 20), ("z" * 40, 1)):  # fits the model's context, not the cache
+        with pytest.raises(ConfigError, match="raise --kv-cache-mb"):
+            engine.add_request(tokenizer.encode(prompt), SamplingParams(max_tokens=max_tokens))
+    with pytest.raises(ConfigError, match="context is 64"):
+        engine.add_request(tokenizer.encode("z" * 64))
+    # max_tokens past the model's context (the server's "as long as fits"): the reply ends where the cache does
+    [reply] = engine.generate([tokenizer.encode("z" * 20)], SamplingParams(max_tokens=1 << 30, temperature=0))
+    assert reply.finish_reason == "stop" or (reply.finish_reason == "length" and 20 + reply.completion_tokens == 33)
+    for bad in (0, -1, 1e-6):
+        with pytest.raises(ConfigError, match="kv-cache-mb"):
+            Engine(model, tokenizer, cache_mb=bad)
+
+
+def test_a_full_cache_pauses_the_newest_request_and_no_reply_changes(tokenizer, model, monkeypatch):
+    prompts = [tokenizer.encode(t) for t in PROMPTS]
+    params = [SamplingParams(max_tokens=30, temperature=0), SamplingParams(max_tokens=30, temperature=1.0, seed=3),
+              SamplingParams(max_tokens=30, temperature=0.8, top_k=10, seed=4), SamplingParams(max_tokens=30, temperature=0)]
+    expected = Engine(model, tokenizer, max_batch=4, cache_mb=None).generate(prompts, params)
+    engine = Engine(model, tokenizer, max_batch=4, cache_mb=budget_mb(model, 6))  # 96 positions; the four need ~190
+    paused = []
+    pause = engine._pause
+    monkeypatch.setattr(engine, "_pause", lambda request: (paused.append(request.id), pause(request)))
+    got = engine.generate(prompts, params)
+    assert paused, "the pool never ran out: the test checks nothing"
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    assert [c.text for c in got] == [c.text for c in expected]
+    assert_idle(engine)
+
+
+def test_prefix_cache_prefills_a_shared_prompt_once_and_changes_no_reply(tokenizer, monkeypatch):
+    model = tiny_gpt(tokenizer.vocab_size, block_size=256, pos="rope", n_kv_head=2, norm="rmsnorm", mlp="swiglu")
+    system = tokenizer.encode("System: you are a careful assistant. Tools: calc(expr), search(query). " * 2)
+    prompts = [system + tokenizer.encode(q) for q in ("What is the capital of France?", "Who are you?", "Say hi.",
+                                                           "What is the capital of Spain?")]
+    params = SamplingParams(max_tokens=20, temperature=0)
+    expected = [Engine(model, tokenizer, prefix_cache=False).generate([p], params)[0] for p in prompts]
+    engine = Engine(model, tokenizer, max_batch=2)
+    spy = PrefillSpy(monkeypatch, model)
+    got = [engine.generate([p], params)[0] for p in prompts]  # one at a time: each finds the pages of those before
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    assert [c.text for c in got] == [c.text for c in expected]
+
+    def shared(a, b):  # the whole pages two prompts start with alike
+        same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return same // PAGE_SIZE * PAGE_SIZE
+
+    reused = [0] + [max(shared(p, q) for q in prompts[:i]) for i, p in enumerate(prompts) if i]
+    assert spy.sizes == [len(p) - r for p, r in zip(prompts, reused)]
+    assert reused[1] >= len(system) - PAGE_SIZE and reused[3] > reused[1]  # "What is the capital of " shares more
+    assert_idle(engine)
+
+    # equal prompts in one pass, then together with the others: still the same replies
+    spy.sizes.clear()
+    again = engine.generate([prompts[0], prompts[0]] + prompts, params)
+    assert [c.token_ids for c in again] == [c.token_ids for c in expected[:1] * 2 + expected]
+    assert max(spy.sizes) < len(system)  # every prompt found its system prompt
+    assert_idle(engine)
+
+    off = Engine(model, tokenizer, prefix_cache=False)
+    off.generate(prompts, params)
+    assert not off.cache.prefixes
+
+
+def test_prefix_cache_forgets_least_recently_used_pages_first(tokenizer, model, monkeypatch):
+    engine = Engine(model, tokenizer, max_batch=2, cache_mb=budget_mb(model, 8))  # two slots: 8 pages at most anyway
+    prompts = [tokenizer.encode(c * 40) for c in "abcde"]  # 40 tokens: two whole pages remembered each
+    params = SamplingParams(max_tokens=8, temperature=0)  # 48 positions: three pages while running
+    expected = [Engine(model, tokenizer, prefix_cache=False).generate([p], params)[0].token_ids for p in prompts]
+    spy = PrefillSpy(monkeypatch, model)
+    order = [0, 1, 2, 3, 1, 4]
+    replies = [engine.generate([prompts[i]], params)[0].token_ids for i in order]
+    assert replies == [expected[i] for i in order]
+    assert spy.sizes == [40, 40, 40, 40, 8, 40]  # the second "b" reused its two pages
+    assert_idle(engine)
+    # "d" made room by forgetting a's second page (a's first still continued it), "e" then the rest of
+    # a and c's second page; "b" was used again in between and stayed
+    assert [len(engine.cache.match(p)) for p in prompts] == [0, 2, 1, 2, 2]
+    assert len(engine.cache.key_of) == 7 <= engine.cache.pages
+
+
+def test_prefix_cache_never_serves_keys_of_other_weights(tokenizer, monkeypatch):
+    model = tiny_gpt(tokenizer.vocab_size, pos="rope")
+    prompt = tokenizer.encode("the same long prompt, asked again and again")
+    engine = Engine(model, tokenizer)
+    spy = PrefillSpy(monkeypatch, model)
+    engine.generate([prompt], GREEDY)
+    engine.generate([prompt], GREEDY)
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight.mul_(1.5)  # in place, as an optimizer step does
+    [after] = engine.generate([prompt], GREEDY)
+    assert after.token_ids == Engine(model, tokenizer, prefix_cache=False).generate([prompt], GREEDY)[0].token_ids
+    model.load_state_dict(tiny_gpt(tokenizer.vocab_size, seed=1, pos="rope").state_dict())
+    [loaded] = engine.generate([prompt], GREEDY)
+    assert spy.sizes == [len(prompt), len(prompt) - 32] + [len(prompt)] * 3  # the third: the uncached check's
+    fresh = Engine(model, tokenizer, prefix_cache=False)
+    assert loaded.token_ids == fresh.generate([prompt], GREEDY)[0].token_ids
+
+
+def test_cli_cache_flags_default_to_the_engines():
+    from groklm.cli.main import build_parser
+
+    for command in (["serve", "RUN"], ["chat", "RUN"]):
+        args = build_parser().parse_args(command)
+        assert args.kv_cache_mb == DEFAULT_CACHE_MB and args.prefix_cache is True
+        assert build_parser().parse_args(command + ["--kv-cache-mb", "64", "--no-prefix-cache"]).prefix_cache is False
+
+
+def test_shared_prefixes_pausing_and_arrivals_together_change_no_reply(tokenizer, monkeypatch):
+    """Requests that share prompt beginnings arrive between steps into a pool too small for all
+    of them: pages are shared, remembered, forgotten and taken back; every reply is unchanged."""
+    model = tiny_gpt(tokenizer.vocab_size, block_size=128, pos="rope", n_kv_head=2)
+    heads = ["You are a helpful assistant who answers briefly. ", "Context: the sky is blue and grass is green. "]
+    prompts = [tokenizer.encode(heads[i % 2] + f"Question {i}: " + "why? " * (i % 3)) for i in range(10)]
+    params = [SamplingParams(max_tokens=12 + 5 * (i % 4), temperature=0.7, seed=i) for i in range(10)]
+    expected = [Engine(model, tokenizer, max_batch=1, cache_mb=None, prefix_cache=False).generate([p], s)[0].token_ids
+                for p, s in zip(prompts, params)]
+    engine = Engine(model, tokenizer, max_batch=4, cache_mb=budget_mb(model, 14))
+    paused = []
+    pause = engine._pause
+    monkeypatch.setattr(engine, "_pause", lambda request: (paused.append(request.id), pause(request)))
+    spy = PrefillSpy(monkeypatch, model)
+    outputs: dict[int, list[int]] = {}
+    ids = []
+    for prompt, p in zip(prompts, params):
+        ids.append(engine.add_request(prompt, p))
+        for delta in engine.step():
+            outputs.setdefault(delta.request_id, []).extend(delta.token_ids)
+    while engine.has_work():
+        for delta in engine.step():
+            outputs.setdefault(delta.request_id, []).extend(delta.token_ids)
+    assert [outputs[i] for i in ids] == expected
+    assert paused and sum(spy.sizes) < sum(len(p) for p in prompts)  # it paused, and prefixes were shared
+    assert_idle(engine)
+
+
+@pytest.mark.slow
+def test_the_real_30_layer_model_prefix_cache_and_budget(tmp_path):
+    """SmolLM2-135M-Instruct (imported from its packaged GGUF): the default budget holds its whole
+    8192-token context in 512 MiB instead of 32 x 8192 positions, and replies sharing a system
+    prompt are the same token for token with prefix caching on and off."""
+    from groklm.errors import CheckpointError
+    from groklm.interop.imports import import_run
+    from groklm.tokenizer.chat import render_prompt
+
+    try:
+        model, tokenizer, _ = import_run("smollm2-135m-instruct", tmp_path / "smol")
+    except CheckpointError as error:
+        pytest.skip(str(error))
+    engine = Engine(model.eval(), tokenizer)
+    stored = sum(t.numel() * t.element_size() for t in engine.cache.keys + engine.cache.values)
+    assert stored <= DEFAULT_CACHE_MB * 2**20 < 32 * 8192 * bytes_per_token(model.config)
+    assert engine.context == 8192
+    system = "You are the assistant of a hiking shop. Returns are free within 30 days; delivery takes 3 to 5 days. " * 6
+    chats = [render_prompt(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": q}])
+             for q in ("How long does delivery take?", "Can I return a tent?", "What is the capital of France?")]
+    params = SamplingParams(max_tokens=24, temperature=0)
+    off = [Engine(model, tokenizer, prefix_cache=False).generate([c], params)[0] for c in chats]
+    on = [engine.generate([c], params)[0] for c in chats]
+    assert [c.token_ids for c in on] == [c.token_ids for c in off]
+    assert len(engine.cache.match(chats[-1])) * PAGE_SIZE >= len(chats[0]) - 40  # the system prompt was kept

@@ -28,6 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply (default 256)")
     parser.add_argument("--seed", type=int, default=None, help="make the replies repeatable")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--kv-cache-mb", type=float, default=512, metavar="MB",  # groklm.infer.engine.DEFAULT_CACHE_MB
+                        help="memory for the KV cache, in MiB (default 512)")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="compute the whole conversation again every turn instead of reusing the earlier turns")
     parser.set_defaults(func=run_chat)
 
 
@@ -43,7 +47,7 @@ def run_chat(args: argparse.Namespace) -> None:
         print(f"chatting with {args.run} ({HELP})", file=sys.stderr)
     chat_loop(model, tokenizer, read_lines(sys.stdin, "> " if interactive else None, sys.stdout),
               system=args.system, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              max_new_tokens=args.max_new_tokens, seed=args.seed)
+              max_new_tokens=args.max_new_tokens, seed=args.seed, cache_mb=args.kv_cache_mb, prefix_cache=args.prefix_cache)
 
 
 def read_lines(stream: TextIO, prompt: str | None, out: TextIO) -> Iterator[str]:

@@ -33,6 +33,11 @@ def register(subparsers) -> None:
                         help="require 'Authorization: Bearer KEY' on /v1/ routes (default: $GROKLM_API_KEY)")
     parser.add_argument("--max-batch", type=int, default=32, help="requests generated together (default 32)")
     parser.add_argument("--max-waiting", type=int, default=64, help="requests queued beyond the batch (default 64)")
+    parser.add_argument("--kv-cache-mb", type=float, default=512, metavar="MB",  # groklm.infer.engine.DEFAULT_CACHE_MB
+                        help="memory for the KV cache, in MiB (default 512): requests beyond it wait; one that cannot "
+                        "fit alone is refused")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="do not reuse the computed positions of prompts that start alike (a shared system prompt)")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     parser.add_argument("--model-name", default=None, help="the model id clients send (default: RUN's folder name)")
     parser.add_argument("--embedder", default=None, metavar="SPEC",
@@ -58,7 +63,8 @@ def run_serve(args: argparse.Namespace) -> None:
         embedder = load_embedder(args.embedder, device=args.device)
         if not isinstance(embedder, Embedder):
             raise ConfigError("--embedder must be a local model (default or hf:DIR), not another server")
-    engine = AsyncEngine(Engine.from_run(args.run, device=args.device, max_batch=args.max_batch), args.max_waiting)
+    engine = AsyncEngine(Engine.from_run(args.run, device=args.device, max_batch=args.max_batch, cache_mb=args.kv_cache_mb,
+                                         prefix_cache=args.prefix_cache), args.max_waiting)
     app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} with no --api-key: anyone who can reach it can use it", file=sys.stderr)

@@ -1,14 +1,25 @@
 """The inference engine: many requests at once, each token computed once.
 
-    add_request ──► waiting ──(free slot)──► prefill: the whole prompt in one pass, filling
-                                             its KV-cache slot; sample the first token
-                    active  ◄──────────────  decode: ONE forward pass for every active request,
-                                             each feeding its newest token; sample the next
+    add_request ──► waiting ──(free slot)──► prefill: the prompt in one pass, filling its
+                      ▲                      KV-cache slot; sample the first token
+                      │ paused      active ◄─ decode: ONE forward pass for every active request,
+                      └─(cache full)──┘       each feeding its newest token; sample the next
                     finished ──► slot freed  (stop token, stop string, max_tokens, full context)
 
 Continuous batching: requests join between decode steps (a new one is prefilled and then rides
 along in the next batched decode) and leave as soon as they finish, so a long reply never
 holds up a short one and the batch stays full while there is work.
+
+The KV cache is a pool of pages sized by a memory budget (cache_mb, `--kv-cache-mb`), not slots
+x the model's context (groklm.model.kv_cache). Each step first reserves room for every running
+request's next token, oldest first; when the pool is full the newest is paused: its pages go
+back, it waits at the front of the line, and when readmitted it computes its prompt and reply
+so far again (one prefill) and carries on. A request is refused up front only when it could not
+fit the whole pool alone. With prefix caching (on by default) the pages of every prompt are
+remembered after its prefill, and a later prompt that starts with the same tokens (a system
+prompt, tool descriptions, RAG context, the earlier turns of a chat) shares them and computes
+only the rest; remembered pages are dropped least recently used first when the pool needs them,
+and all of them whenever the model's weights change.
 
 Sampling is per request (its own temperature, penalties, seed, grammar), row by row after the
 batched forward pass; a request's own seeded generator makes its output the same whether it
@@ -37,12 +48,13 @@ from groklm.errors import ConfigError, GroklmError
 from groklm.infer.constrain import Grammar, GrammarState
 from groklm.infer.sampling import sample_next
 from groklm.infer.stop_strings import StopStrings
-from groklm.model.kv_cache import KVCache
+from groklm.model.kv_cache import KVCache, bytes_per_token
 from groklm.runs import load
 from groklm.tokenizer.chat import stop_ids
 
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
+DEFAULT_CACHE_MB = 512  # KV-cache budget: SmolLM2-135M in float32 (46 KB a position) holds ~11,600 positions
 
 
 class EngineBusy(GroklmError):
@@ -130,14 +142,22 @@ class _Request:
         self.generated: list[int] = []
         self.counts: torch.Tensor | None = None  # per-token counts, only when penalties are on
         self.stops = StopStrings(params.stop)  # holds back text that may begin a stop string
+        self.pending: list[int] = []  # tokens the next prefill computes (not in the cache yet)
+        self.order = 0  # admission order: when the cache is full the newest is paused first
 
 
 class Engine:
-    """Prefill + decode with a KV cache over `max_batch` slots; see the module docstring."""
+    """Prefill + decode with a KV cache over `max_batch` slots; see the module docstring.
 
-    def __init__(self, model, tokenizer, max_batch: int = 32):
+    cache_mb: the KV cache's budget in MiB (None: room for every slot's whole context);
+    prefix_cache: share the computed positions of prompts that start alike."""
+
+    def __init__(self, model, tokenizer, max_batch: int = 32, cache_mb: float | None = DEFAULT_CACHE_MB,
+                 prefix_cache: bool = True):
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if cache_mb is not None and not cache_mb > 0:
+            raise ConfigError(f"the KV-cache budget (--kv-cache-mb) must be positive, got {cache_mb}")
         if not hasattr(model, "forward_cached"):  # a RecurrentLM has no attention keys and values to cache
             cell = getattr(model.config, "cell", None)
             held = f"a recurrent model ({cell})" if cell else f"a {type(model).__name__}"
@@ -147,8 +167,18 @@ class Engine:
         self.tokenizer = tokenizer
         self.block_size = model.config.block_size
         param = next(model.parameters())
-        self.device = param.device
-        self.cache = KVCache(model.config, max_batch, self.device, param.dtype)
+        self.device, self.dtype = param.device, param.dtype
+        self.cache_mb = cache_mb
+        try:
+            self.cache = KVCache(model.config, max_batch, self.device, param.dtype,
+                                 None if cache_mb is None else int(cache_mb * 2**20))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: raise --kv-cache-mb") from None
+        # The most positions one sequence may hold: the model's context, or less when the cache is smaller.
+        self.context = min(self.block_size, self.cache.capacity)
+        self.prefix_cache = prefix_cache
+        self._weights = self._weights_version()
+        self._admissions = 0
         self.stop_ids = stop_ids(tokenizer)
         # The model's embedding table may be padded past the tokenizer's ids; never sample those.
         self.vocab_size = min(tokenizer.vocab_size, model.config.vocab_size)
@@ -158,9 +188,10 @@ class Engine:
         self._next_id = 0
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", max_batch: int = 32) -> Engine:
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", max_batch: int = 32,
+                 cache_mb: float | None = DEFAULT_CACHE_MB, prefix_cache: bool = True) -> Engine:
         model, tokenizer = load(run_dir, device=device)
-        return cls(model, tokenizer, max_batch)
+        return cls(model, tokenizer, max_batch, cache_mb, prefix_cache)
 
     # ---- requests -----------------------------------------------------------------------------
 
@@ -172,6 +203,14 @@ class Engine:
             raise ConfigError(
                 f"the prompt is {len(prompt)} tokens; this model's context is {self.block_size}, "
                 "and at least one token must be left for the reply"
+            )
+        if len(prompt) >= self.context or self.context < len(prompt) + params.max_tokens <= self.block_size:
+            per_token = bytes_per_token(self.model.config, self.dtype) / 1024
+            need = (f"the prompt is {len(prompt)} tokens" if len(prompt) >= self.context else f"the prompt ({len(prompt)} tokens) "
+                    f"and max_tokens ({params.max_tokens}) need {len(prompt) + params.max_tokens} positions")
+            raise ConfigError(
+                f"{need}, more than the KV cache holds ({self.cache.capacity} positions of {per_token:.1f} KiB in "
+                f"{self.cache_mb:g} MiB): raise --kv-cache-mb (cache_mb), or ask for fewer tokens"
             )
         if min(prompt) < 0 or max(prompt) >= self.model.config.vocab_size:
             raise ConfigError(f"prompt token ids must be in [0, {self.model.config.vocab_size})")
@@ -197,13 +236,14 @@ class Engine:
 
     @torch.no_grad()
     def step(self) -> list[Delta]:
-        """Admit waiting requests (prefill), then decode one token for every request that was
-        already running. Returns each request's new output."""
-        running = list(self.active.values())
+        """Make room for the next token of every running request (pausing the newest when the
+        cache is full), admit waiting requests (prefill), then decode one token for every request
+        that was already running. Returns each request's new output."""
+        running = self._make_room()
         deltas = []
         by_length: dict[int, list[_Request]] = {}
-        for request in self._admit():  # prompts of one length share a prefill pass
-            by_length.setdefault(len(request.prompt), []).append(request)
+        for request in self._admit(self._pages_wanted_next(running)):  # as many tokens left to compute: one prefill pass
+            by_length.setdefault(len(request.pending), []).append(request)
         for group in by_length.values():
             deltas += self._prefill(group)
         if running:
@@ -213,21 +253,73 @@ class Engine:
             deltas += [self._emit(r, row) for r, row in zip(running, logits)]
         return deltas
 
-    def _admit(self) -> list[_Request]:
+    def _make_room(self) -> list[_Request]:
+        """Reserve the cache position of every running request's next token, oldest first; when
+        the pool is out of pages, pause the newest. Returns the requests that can decode."""
+        running = sorted(self.active.values(), key=lambda r: r.order)
+        ready = []
+        while running:
+            request = running.pop(0)
+            while not self.cache.reserve(request.slot, 1) and running:
+                self._pause(running.pop())
+            if self.cache.reserve(request.slot, 1):  # a no-op once reserved
+                ready.append(request)
+            else:  # alone and still no room: cannot happen (add_request checks the whole pool), but never loop
+                self._pause(request)
+        return ready
+
+    def _pages_wanted_next(self, running: list[_Request]) -> int:
+        """How many of the running requests will need a new page at the next step."""
+        page = self.cache.page_size
+        return sum(1 for r in running if self.cache.lengths[r.slot] + 2 > len(self.cache.tables[r.slot]) * page)
+
+    def _pause(self, request: _Request) -> None:
+        """Give a running request's pages back; it waits first in line, keeping its reply so far."""
+        self.active.pop(request.id)
+        self._release(request)
+        request.slot = None
+        self.waiting.appendleft(request)
+
+    def _admit(self, keep: int) -> list[_Request]:
+        """Move waiting requests into free slots, first come first served, while the cache has
+        pages for their prompts and `keep` more (what the running requests want next step)."""
         admitted = []
+        if self.waiting and self.prefix_cache and self._weights != (weights := self._weights_version()):
+            self.cache.forget_prefixes()  # computed by other weights: never serve them
+            self._weights = weights
         while self.waiting and self.free_slots:
-            request = self.waiting.popleft()
-            request.slot = self.free_slots.pop(self.free_slots.index(min(self.free_slots)))  # lowest first: rows stay adjacent
-            self.cache.reset(request.slot)
+            request = self.waiting[0]
+            tokens = request.prompt + request.generated[:-1]  # a paused request computes its reply so far again
+            slot = min(self.free_slots)  # lowest first: rows stay adjacent
+            self.cache.share(slot, self.cache.match(tokens) if self.prefix_cache else [])
+            if not self.cache.reserve(slot, len(tokens) - self.cache.lengths[slot]) or self.cache.available() < keep:
+                self.cache.reset(slot)
+                break
+            self.waiting.popleft()
+            self.free_slots.remove(slot)
+            request.slot, request.pending = slot, tokens[self.cache.lengths[slot]:]
+            request.order, self._admissions = self._admissions, self._admissions + 1
             self.active[request.id] = request
             admitted.append(request)
         return admitted
 
     def _prefill(self, requests: list[_Request]) -> list[Delta]:
-        """Run prompts of equal length through the model, filling their cache slots."""
-        idx = torch.tensor([r.prompt for r in requests], device=self.device)
+        """Compute the uncached rest of each prompt (the same number of tokens for each),
+        filling their cache slots; a new request samples its first token."""
+        idx = torch.tensor([r.pending for r in requests], device=self.device)
         logits = self.model.forward_cached(idx, self.cache, [r.slot for r in requests])
-        return [self._emit(r, row) for r, row in zip(requests, logits)]
+        deltas = []
+        for request, row in zip(requests, logits):
+            request.pending = []
+            if self.prefix_cache:
+                self.cache.remember(request.slot, request.prompt)
+            if not request.generated:  # a paused one feeds its last token at the next decode step
+                deltas.append(self._emit(request, row))
+        return deltas
+
+    def _weights_version(self) -> tuple:
+        """Changes whenever a parameter is replaced or changed in place (an optimizer step, a load)."""
+        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
     def _release(self, request: _Request) -> None:
         self.cache.reset(request.slot)
@@ -290,7 +382,7 @@ class Engine:
             return "stop"
         if len(request.generated) >= request.params.max_tokens:
             return "length"
-        if self.cache.lengths[request.slot] >= self.block_size:
+        if self.cache.lengths[request.slot] >= self.context:
             return "length"  # no room left in the context for the token just sampled
         return None
 
