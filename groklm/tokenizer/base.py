@@ -274,6 +274,18 @@ def check_new_specials(special_tokens: Iterable[str] | None) -> list[str]:
     return list(dict.fromkeys([*DEFAULT_SPECIAL_TOKENS, *extra]))
 
 
+def is_id(value) -> bool:
+    """A token id: an int (not a bool) >= 0."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def table_lookup(table: list[bytes | None], token_id: int) -> bytes:
+    """The bytes of `token_id` in a decode table where None marks an id no token uses."""
+    if type(token_id) is not int or not 0 <= token_id < len(table) or table[token_id] is None:
+        raise TokenizerError(f"{token_id!r} is not a token id of this tokenizer (vocab size {len(table)})")
+    return table[token_id]
+
+
 def ids_list(ids) -> list[int]:
     """Accept a list, tuple, numpy array or torch tensor of ids."""
     if hasattr(ids, "tolist"):

@@ -37,6 +37,8 @@ from groklm.tokenizer.base import (
     check_new_specials,
     check_special_tokens,
     ids_list,
+    is_id,
+    table_lookup,
 )
 from groklm.tokenizer.corpus import iter_texts, total_bytes
 from groklm.tokenizer.fast import build_fast_encoder
@@ -118,12 +120,12 @@ class Tokenizer(BaseTokenizer):
             byte_ids = list(range(256))
         byte_ids = list(byte_ids)
         present = [i for i in byte_ids if i is not None]
-        if len(byte_ids) != 256 or len(set(present)) != len(present) or not all(_is_id(i) for i in present):
+        if len(byte_ids) != 256 or len(set(present)) != len(present) or not all(is_id(i) for i in present):
             raise TokenizerError(f"{bad}: byte_ids must be 256 distinct ids >= 0 (None for a missing byte)")
         table: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(byte_ids) if i is not None}
         self._missing = bytes(b for b, i in enumerate(byte_ids) if i is None)
         for token_id, data in (extra_tokens or {}).items():
-            if not _is_id(token_id) or token_id in table or not isinstance(data, bytes) or len(data) < 2:
+            if not is_id(token_id) or token_id in table or not isinstance(data, bytes) or len(data) < 2:
                 raise TokenizerError(f"{bad}: extra token {token_id!r} is not a new id with at least 2 bytes")
             table[token_id] = data
         self._byte_ids = byte_ids
@@ -138,7 +140,7 @@ class Tokenizer(BaseTokenizer):
                 left, right, new_id = merge
             else:
                 raise TokenizerError(f"{bad}: merge {rank} is {merge!r}, expected [left, right] or [left, right, id]")
-            if not all(_is_id(i) for i in (left, right, new_id)) or left not in table or right not in table:
+            if not all(is_id(i) for i in (left, right, new_id)) or left not in table or right not in table:
                 raise TokenizerError(f"{bad}: merge {rank} {list(merge)} uses an id that is not defined before it")
             data = table[left] + table[right]
             if table.setdefault(new_id, data) != data:
@@ -156,7 +158,7 @@ class Tokenizer(BaseTokenizer):
         if clash:
             raise TokenizerError(f"{bad}: special tokens {clash} reuse ids of regular tokens")
 
-        if unk_id is not None and not (_is_id(unk_id) and (unk_id in table or unk_id in self.special_tokens.values())):
+        if unk_id is not None and not (is_id(unk_id) and (unk_id in table or unk_id in self.special_tokens.values())):
             raise TokenizerError(f"{bad}: unk_id {unk_id!r} is not a token id")
         self.unk_id, self.fuse_unk = unk_id, bool(fuse_unk)
 
@@ -398,9 +400,7 @@ class Tokenizer(BaseTokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (a special token's are its UTF-8 text)."""
-        if not _is_id(token_id) or token_id >= self._vocab_size or self._table[token_id] is None:
-            raise TokenizerError(f"{token_id!r} is not a token id of this tokenizer (vocab size {self._vocab_size})")
-        return self._table[token_id]
+        return table_lookup(self._table, token_id)
 
     @property
     def vocab_size(self) -> int:
@@ -469,10 +469,6 @@ def check_header(data: dict, source: str, expected_type: str) -> None:
         raise TokenizerError(f"{source} has format version {data.get('version')!r}; this groklm reads version {FORMAT_VERSION}")
     if data.get("type") != expected_type:
         raise TokenizerError(f"{source} is a {data.get('type')!r} tokenizer, not {expected_type!r}")
-
-
-def _is_id(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_text(text) -> str:

@@ -32,7 +32,17 @@ from collections.abc import Iterable, Sequence
 import regex
 
 from groklm.errors import TokenizerError
-from groklm.tokenizer.base import FORMAT, FORMAT_VERSION, REPLACEMENT, BaseTokenizer, StreamDecoder, check_special_tokens, ids_list
+from groklm.tokenizer.base import (
+    FORMAT,
+    FORMAT_VERSION,
+    REPLACEMENT,
+    BaseTokenizer,
+    StreamDecoder,
+    check_special_tokens,
+    ids_list,
+    is_id,
+    table_lookup,
+)
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 PREFIX_SCHEMES = ("normalizer", "first", "always", "never")
@@ -74,7 +84,7 @@ class MetaspaceTokenizer(BaseTokenizer):
         bad = f"invalid tokenizer ({source})"
         if prefix not in PREFIX_SCHEMES:
             raise TokenizerError(f"{bad}: prefix must be one of {PREFIX_SCHEMES}, not {prefix!r}")
-        if not isinstance(vocab, dict) or not all(isinstance(t, str) and t and _is_id(i) for t, i in vocab.items()):
+        if not isinstance(vocab, dict) or not all(isinstance(t, str) and t and is_id(i) for t, i in vocab.items()):
             raise TokenizerError(f"{bad}: the vocabulary must map non-empty strings to ids >= 0")
         if len(set(vocab.values())) != len(vocab):
             raise TokenizerError(f"{bad}: two tokens of the vocabulary share an id")
@@ -243,9 +253,7 @@ class MetaspaceTokenizer(BaseTokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token ("▁" as a space; a special token's are its UTF-8 text)."""
-        if not _is_id(token_id) or token_id >= self._vocab_size or self._table[token_id] is None:
-            raise TokenizerError(f"{token_id!r} is not a token id of this tokenizer (vocab size {self._vocab_size})")
-        return self._table[token_id]
+        return table_lookup(self._table, token_id)
 
     @property
     def vocab_size(self) -> int:
@@ -315,7 +323,3 @@ class _StreamDecoder(StreamDecoder):
     def flush(self) -> str:
         self._first = True
         return super().flush()
-
-
-def _is_id(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
