@@ -6,7 +6,10 @@ import io
 
 import pytest
 
+from groklm.apps.backends import LocalBackend
+from groklm.errors import TokenizerError
 from groklm.infer.chat import chat_loop, fit_context
+from groklm.tokenizer import Conventions, load_tokenizer
 
 from helpers.models import Rigged
 from helpers.runs import ASCII, char_tokenizer, tiny_run
@@ -63,3 +66,21 @@ def test_chat_command_reads_piped_stdin(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         groklm.cli.main.main(["chat", str(run), "--temperature", "-1"])
     assert "temperature" in capsys.readouterr().err
+
+
+def test_a_run_whose_template_has_no_assistant_role_is_refused_by_chat_serve_and_apps(tmp_path, monkeypatch, capsys):
+    import groklm.cli.main
+
+    run = tiny_run(tmp_path / "run", block_size=128)
+    tokenizer = load_tokenizer(run / "tokenizer")
+    no_assistant = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    tokenizer.with_conventions(Conventions(chat_template=no_assistant)).save(run / "tokenizer")
+    for command in (["chat", str(run)], ["serve", str(run), "--port", "0"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+        with pytest.raises(SystemExit) as exit_info:
+            groklm.cli.main.main(command)
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert "tokenizer/tokenizer.json" in err and "no assistant role" in err and "Traceback" not in err
+    with pytest.raises(TokenizerError, match="no assistant role"):
+        LocalBackend(run)

@@ -347,12 +347,22 @@ def test_bfloat16_import_stores_bf16_and_loads(tmp_path, vocab):
 
 def test_chat_template_file_overrides_the_models(tmp_path, vocab):
     path = write_gguf(tmp_path / "tiny.gguf", tiny_hf(), vocab, chat_template=None)
-    (tmp_path / "mine.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    mine = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}{% if m['role'] == 'assistant' %}"
+            "{{ eos_token }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    (tmp_path / "mine.jinja").write_text(mine)
     _, tokenizer, summary = import_run(path, tmp_path / "run", chat_template=tmp_path / "mine.jinja")
-    assert load_tokenizer(tmp_path / "run" / TOKENIZER_DIR).conventions.chat_template.startswith("{% for m in")
+    assert load_tokenizer(tmp_path / "run" / TOKENIZER_DIR).conventions.chat_template == mine
     assert summary["chat_template"] == str((tmp_path / "mine.jinja").resolve())
     _, plain, _ = import_run(path, tmp_path / "plain")
     assert plain.conventions.chat_template is None  # no template in the file: groklm's ChatML
+
+
+def test_a_template_with_no_assistant_role_is_refused_naming_the_file(tmp_path, vocab):
+    path = write_gguf(tmp_path / "tiny.gguf", tiny_hf(), vocab, chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    expect_refusal(tmp_path, path, TokenizerError, "tiny.gguf: .*no assistant role")
+    (tmp_path / "broken.jinja").write_text("{% for m in messages %}{{ m['content'] }")
+    with pytest.raises(TokenizerError, match="broken.jinja"):
+        import_run(path, tmp_path / "run", chat_template=tmp_path / "broken.jinja")
 
 
 def test_block_size_keeps_a_shorter_context(tmp_path, vocab):

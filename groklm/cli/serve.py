@@ -51,7 +51,9 @@ def run_serve(args: argparse.Namespace) -> None:
 
     from groklm.apps.rag.embed import Embedder, load_embedder
     from groklm.infer.engine import AsyncEngine, Engine
+    from groklm.rundir import TOKENIZER_DIR
     from groklm.serve.api import create_app
+    from groklm.tokenizer.chat import check_chat_template
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
@@ -63,8 +65,10 @@ def run_serve(args: argparse.Namespace) -> None:
         embedder = load_embedder(args.embedder, device=args.device)
         if not isinstance(embedder, Embedder):
             raise ConfigError("--embedder must be a local model (default or hf:DIR), not another server")
-    engine = AsyncEngine(Engine.from_run(args.run, device=args.device, max_batch=args.max_batch, cache_mb=args.kv_cache_mb,
-                                         prefix_cache=args.prefix_cache), args.max_waiting)
+    engine = Engine.from_run(args.run, device=args.device, max_batch=args.max_batch, cache_mb=args.kv_cache_mb,
+                             prefix_cache=args.prefix_cache)
+    check_chat_template(engine.tokenizer, str(Path(args.run) / TOKENIZER_DIR / "tokenizer.json"))
+    engine = AsyncEngine(engine, args.max_waiting)
     app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} with no --api-key: anyone who can reach it can use it", file=sys.stderr)

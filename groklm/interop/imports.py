@@ -28,6 +28,7 @@ from groklm.interop.gguf import DTYPES, load_gguf
 from groklm.interop.hf import load_hf_dir
 from groklm.model.weights import save_weights
 from groklm.rundir import RunDir
+from groklm.tokenizer.chat import check_chat_template
 
 HF_PREFIX = "hf:"
 # What a download fetches: the model's config, tokenizer and safetensors weights, nothing else
@@ -123,6 +124,7 @@ def import_run(source: str | Path, run_dir: str | Path, *, dtype: str = "float32
                                               progress=progress)
     else:
         model, tokenizer, summary = load_hf_dir(path, dtype=dtype, block_size=block_size, chat_template=template)
+    check_chat_template(tokenizer, str(chat_template or path))  # --chat-template FILE replaces a broken one
     summary = {**summary, "source": str(source), "dtype": dtype}
     if chat_template is not None:
         summary["chat_template"] = str(Path(chat_template).resolve())

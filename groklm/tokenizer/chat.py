@@ -186,11 +186,21 @@ def chat_token_ids(tokenizer: BaseTokenizer) -> set[int]:
     return (used & specials) | stop_ids(tokenizer)
 
 
-def check_chat_template(tokenizer: BaseTokenizer) -> None:
+def check_chat_template(tokenizer: BaseTokenizer, source: str | None = None) -> None:
     """Raise TokenizerError unless the tokenizer's chat format can hold a conversation: its
     template compiles, renders a system/user/assistant probe (or, for a template that refuses
     system messages, a user/assistant one), shows the assistant's reply, has a non-empty
-    generation prompt, is prefix-stable and ends the reply with a stop token."""
+    generation prompt, is prefix-stable and ends the reply with a stop token. `source` (the
+    file the template came from) starts the message."""
+    try:
+        _check_chat_template(tokenizer)
+    except TokenizerError as error:
+        if source is None:
+            raise
+        raise TokenizerError(f"{source}: {error}") from None
+
+
+def _check_chat_template(tokenizer: BaseTokenizer) -> None:
     if chat_format(tokenizer) != "template":
         return
     where = describe(tokenizer)

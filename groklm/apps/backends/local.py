@@ -15,7 +15,8 @@ from groklm.infer.engine import Engine
 from groklm.infer.requests import reply_grammar
 from groklm.infer.scoring import choice_logprobs
 from groklm.infer.tool_calls import ToolSpec, to_chatml
-from groklm.tokenizer.chat import render_prompt
+from groklm.rundir import TOKENIZER_DIR
+from groklm.tokenizer.chat import check_chat_template, render_prompt
 
 
 class LocalBackend(Backend):
@@ -29,6 +30,7 @@ class LocalBackend(Backend):
         if engine is None and run_dir is None:
             raise ConfigError("LocalBackend needs a run directory (or an Engine)")
         self.engine = engine if engine is not None else Engine.from_run(run_dir, device=device, max_batch=1)
+        check_chat_template(self.engine.tokenizer, f"{run_dir}/{TOKENIZER_DIR}/tokenizer.json" if run_dir else None)
         super().__init__(name or str(run_dir or "engine"))
 
     @property
