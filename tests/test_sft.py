@@ -254,6 +254,20 @@ def test_bad_input_gives_clear_errors(tmp_path):
     assert not any((tmp_path / name).exists() for name in "abdefgh")  # nothing written on a bad start
 
 
+def test_a_shorter_context_for_rotary_models_only(tmp_path):
+    """An imported model's 8192 positions make rows too long to train on a CPU; with rotary
+    positions the same weights work at any length, so SFT may pack shorter rows."""
+    rope = tiny_run(tmp_path / "rope", CHARS, block_size=80, n_embd=32, pos="rope", norm="rmsnorm", mlp="swiglu")
+    run = sft(rope, chats(20), tmp_path / "short", overrides={**FAST, "max_iters": 1, "block_size": 40}, progress=False)
+    assert json.loads((run / "config.json").read_text())["model"]["block_size"] == 40
+    assert GPT.from_run(run).config.block_size == 40
+    learned = make_base(tmp_path / "learned")
+    with pytest.raises(ConfigError, match="block_size.*without a learned position table"):
+        sft(learned, chats(20), tmp_path / "a", overrides={**FAST, "block_size": 40}, progress=False)
+    with pytest.raises(ConfigError, match="cannot change \\['block_size'\\]"):
+        sft(rope, chats(20), tmp_path / "b", overrides={**FAST, "block_size": 160}, progress=False)
+
+
 def test_cli(tmp_path, monkeypatch, capsys):
     import argparse
 

@@ -133,11 +133,23 @@ def resolve_config(config: dict, overrides: dict, train_defaults: dict) -> tuple
     resumed) and `train_defaults`, with overrides on top. The model's shape cannot change."""
     model_over, train_over = split_overrides(overrides, GPTConfig)
     model = dict(config["model"])
-    fixed = sorted(k for k, v in model_over.items() if k not in TUNABLE_MODEL_KEYS and model.get(k) != v)
+    if shorter_context(model, model_over.get("block_size")):
+        tunable = {**model_over}  # rows of block_size tokens; the weights do not depend on it
+    else:
+        tunable = {k: v for k, v in model_over.items() if k in TUNABLE_MODEL_KEYS}
+    fixed = sorted(k for k, v in model_over.items() if k not in tunable and model.get(k) != v)
     if fixed:
         raise ConfigError(f"the model's shape comes from the base run; cannot change {fixed} "
-                          f"(of the model keys only {', '.join(TUNABLE_MODEL_KEYS)} can be set)")
+                          f"(of the model keys only {', '.join(TUNABLE_MODEL_KEYS)} can be set, and block_size "
+                          "lowered for a model without a learned position table)")
     return {**model, **model_over}, TrainConfig.from_dict({**train_defaults, **train_over})
+
+
+def shorter_context(model: dict, block_size) -> bool:
+    """Whether `--set block_size=N` may shorten the context: an imported model's 8192 positions
+    would pack rows far longer than a CPU's memory allows for backward, and with rotary (or no)
+    positions the weights are the same at any length. A learned table has one row per position."""
+    return block_size is not None and model.get("pos", "learned") != "learned" and 0 < block_size <= model["block_size"]
 
 
 def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
