@@ -15,9 +15,11 @@ from __future__ import annotations
 import codecs
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import regex
 
 from groklm.errors import TokenizerError
 from groklm.rundir import atomic_path
@@ -272,6 +274,33 @@ def check_new_specials(special_tokens: Iterable[str] | None) -> list[str]:
         if not isinstance(token, str) or not token:
             raise TokenizerError(f"special tokens must be non-empty strings, got {token!r}")
     return list(dict.fromkeys([*DEFAULT_SPECIAL_TOKENS, *extra]))
+
+
+class SpecialSplitter:
+    """Cuts text at occurrences of allowed special tokens (the longest match wins), one compiled
+    regex per set of allowed tokens."""
+
+    def __init__(self):
+        self._patterns: dict[frozenset, regex.Pattern] = {}
+
+    def split(self, text: str, allowed: set[str]) -> Iterator[tuple[int, str, bool]]:
+        """Yield (offset, piece, is_special) covering `text`, empty pieces left out."""
+        if not allowed:
+            if text:
+                yield 0, text, False
+            return
+        key = frozenset(allowed)
+        if key not in self._patterns:
+            alternatives = sorted(allowed, key=len, reverse=True)
+            self._patterns[key] = regex.compile("|".join(regex.escape(s) for s in alternatives))
+        start = 0
+        for match in self._patterns[key].finditer(text):
+            if match.start() > start:
+                yield start, text[start : match.start()], False
+            yield match.start(), match.group(), True
+            start = match.end()
+        if start < len(text):
+            yield start, text[start:], False
 
 
 def is_id(value) -> bool:

@@ -34,6 +34,7 @@ from groklm.tokenizer.base import (
     FORMAT_VERSION,
     REPLACEMENT,
     BaseTokenizer,
+    SpecialSplitter,
     check_new_specials,
     check_special_tokens,
     ids_list,
@@ -172,7 +173,7 @@ class Tokenizer(BaseTokenizer):
         self._decode_table = [REPLACEMENT if data is None else data for data in self._table]
         self._cache: dict[str, list[int]] = {}
         self._fast = None
-        self._special_re: dict[frozenset, regex.Pattern] = {}
+        self._specials = SpecialSplitter()
         self._prefix_cache: dict[frozenset, bool] = {}
 
     # --- training ---------------------------------------------------------------------------
@@ -347,21 +348,8 @@ class Tokenizer(BaseTokenizer):
 
     def _split_specials(self, text: str, allowed: set[str]):
         """Yield (piece, is_special): the text cut at occurrences of the allowed special tokens."""
-        if not allowed:
-            yield text, False
-            return
-        key = frozenset(allowed)
-        if key not in self._special_re:
-            alternatives = sorted(allowed, key=len, reverse=True)  # the longest match wins
-            self._special_re[key] = regex.compile("|".join(regex.escape(s) for s in alternatives))
-        start = 0
-        for match in self._special_re[key].finditer(text):
-            if match.start() > start:
-                yield text[start : match.start()], False
-            yield match.group(), True
-            start = match.end()
-        if start < len(text):
-            yield text[start:], False
+        for _, piece, is_special in self._specials.split(text, allowed):
+            yield piece, is_special
 
     def _fast_encoder(self):
         if self._fast is None:

@@ -29,14 +29,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
-import regex
-
 from groklm.errors import TokenizerError
 from groklm.tokenizer.base import (
     FORMAT,
     FORMAT_VERSION,
     REPLACEMENT,
     BaseTokenizer,
+    SpecialSplitter,
     StreamDecoder,
     check_special_tokens,
     ids_list,
@@ -126,7 +125,7 @@ class MetaspaceTokenizer(BaseTokenizer):
         self._table = table
         self._decode_table = [REPLACEMENT if data is None else data for data in table]
         self._cache: dict[str, list[int]] = {}
-        self._special_re: dict[frozenset, regex.Pattern] = {}
+        self._specials = SpecialSplitter()
 
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
@@ -135,7 +134,7 @@ class MetaspaceTokenizer(BaseTokenizer):
             raise TokenizerError(f"can only encode str, not {type(text).__name__}")
         allowed = self._allowed(allowed_special) if allowed_special else set()
         ids: list[int] = []
-        for start, piece, is_special in self._split_specials(text, allowed):
+        for start, piece, is_special in self._specials.split(text, allowed):
             if is_special:
                 ids.append(self.special_tokens[piece])
                 continue
@@ -219,25 +218,6 @@ class MetaspaceTokenizer(BaseTokenizer):
                     heapq.heappush(heap, (ranks[(ids[left], ids[right])][0], left))
         return [token_id for token_id, keep in zip(ids, alive) if keep]
 
-    def _split_specials(self, text: str, allowed: set[str]):
-        """Yield (offset, piece, is_special): the text cut at occurrences of the allowed special tokens."""
-        if not allowed:
-            if text:
-                yield 0, text, False
-            return
-        key = frozenset(allowed)
-        if key not in self._special_re:
-            alternatives = sorted(allowed, key=len, reverse=True)  # the longest match wins
-            self._special_re[key] = regex.compile("|".join(regex.escape(s) for s in alternatives))
-        start = 0
-        for match in self._special_re[key].finditer(text):
-            if match.start() > start:
-                yield start, text[start : match.start()], False
-            yield match.start(), match.group(), True
-            start = match.end()
-        if start < len(text):
-            yield start, text[start:], False
-
     # --- decoding and inspection --------------------------------------------------------------
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of `ids`, less the one space that the prefix put at the start."""
@@ -301,7 +281,7 @@ class MetaspaceTokenizer(BaseTokenizer):
     def __getstate__(self):  # pickle without the caches
         state = self.__dict__.copy()
         state["_cache"] = {}
-        state["_special_re"] = {}
+        state["_specials"] = SpecialSplitter()
         return state
 
 
