@@ -232,7 +232,9 @@ def test_import_matches_transformers_logits_and_tokens(tmp_path, hf_tokenizer_di
     assert again(SAMPLE)["input_ids"] == hf_tokenizer(SAMPLE)["input_ids"]
 
 
-CHAT_TEMPLATE = "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}{% endfor %}"
+CHAT_TEMPLATE = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}{% if m['role'] == 'assistant' %}"
+                 "{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|endoftext|>assistant: {% endif %}")
+MY_TEMPLATE = CHAT_TEMPLATE.replace(": ", " says: ")
 
 
 @pytest.mark.parametrize("where", ["tokenizer_config.json", "chat_template.jinja"])
@@ -247,9 +249,9 @@ def test_import_keeps_the_folders_chat_template(tmp_path, hf_tokenizer_dir, wher
     assert tokenizer.conventions.chat_template == CHAT_TEMPLATE
     assert load_tokenizer(tmp_path / "run" / TOKENIZER_DIR).conventions.chat_template == CHAT_TEMPLATE
     # --chat-template FILE replaces it.
-    (tmp_path / "mine.jinja").write_text("{{ messages[0]['content'] }}")
+    (tmp_path / "mine.jinja").write_text(MY_TEMPLATE)
     _, tokenizer, _ = import_run(tmp_path / "hf", tmp_path / "run2", chat_template=tmp_path / "mine.jinja")
-    assert tokenizer.conventions.chat_template == "{{ messages[0]['content'] }}"
+    assert tokenizer.conventions.chat_template == MY_TEMPLATE
     with pytest.raises(ConfigError, match="cannot read the chat template"):
         import_run(tmp_path / "hf", tmp_path / "run3", chat_template=tmp_path / "missing.jinja")
 
