@@ -91,6 +91,7 @@ def test_a_second_speedrun_into_the_same_directory_needs_force(finished):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the whole speedrun: about 12 minutes on 2 cores, past the suite's 600 s limit
 def test_full_speedrun_learns(tmp_path):
     report = speedrun(tmp_path, progress=False)
     base = report["stages"]["pretrain"]
