@@ -303,6 +303,18 @@ class SpecialSplitter:
             yield start, text[start:], False
 
 
+def decode_with_table(table: list[bytes], ids) -> bytes:
+    """The bytes of `ids` looked up in a decode table; an id outside it gives U+FFFD's bytes."""
+    ids = ids_list(ids)
+    try:  # the common case, valid ids, as one list comprehension
+        if ids and min(ids) < 0:
+            raise IndexError
+        return b"".join([table[i] for i in ids])
+    except (IndexError, TypeError):
+        n = len(table)
+        return b"".join(table[i] if type(i) is int and 0 <= i < n else REPLACEMENT for i in ids)
+
+
 def is_id(value) -> bool:
     """A token id: an int (not a bool) >= 0."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -37,7 +37,7 @@ from groklm.tokenizer.base import (
     SpecialSplitter,
     check_new_specials,
     check_special_tokens,
-    ids_list,
+    decode_with_table,
     is_id,
     table_lookup,
 )
@@ -376,15 +376,7 @@ class Tokenizer(BaseTokenizer):
 
     # --- decoding and inspection --------------------------------------------------------------
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        ids = ids_list(ids)
-        table = self._decode_table
-        try:
-            if ids and min(ids) < 0:
-                raise IndexError
-            return b"".join([table[i] for i in ids])
-        except (IndexError, TypeError):
-            n = len(table)
-            return b"".join(table[i] if type(i) is int and 0 <= i < n else REPLACEMENT for i in ids)
+        return decode_with_table(self._decode_table, ids)
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (a special token's are its UTF-8 text)."""

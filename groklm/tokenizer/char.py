@@ -19,7 +19,7 @@ from groklm.tokenizer.base import (
     BaseTokenizer,
     check_new_specials,
     check_special_tokens,
-    ids_list,
+    decode_with_table,
 )
 from groklm.tokenizer.bpe import check_header
 from groklm.tokenizer.corpus import iter_texts
@@ -85,9 +85,7 @@ class CharTokenizer(BaseTokenizer):
             ) from None
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        ids = ids_list(ids)
-        table, n = self._decode_table, len(self._decode_table)
-        return b"".join(table[i] if type(i) is int and 0 <= i < n else REPLACEMENT for i in ids)
+        return decode_with_table(self._decode_table, ids)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")

@@ -38,7 +38,7 @@ from groklm.tokenizer.base import (
     SpecialSplitter,
     StreamDecoder,
     check_special_tokens,
-    ids_list,
+    decode_with_table,
     is_id,
     table_lookup,
 )
@@ -225,8 +225,7 @@ class MetaspaceTokenizer(BaseTokenizer):
         return data[1:] if self.strip_prefix and data.startswith(b" ") else data
 
     def _raw_bytes(self, ids: Iterable[int]) -> bytes:
-        table, n = self._decode_table, len(self._decode_table)
-        return b"".join(table[i] if type(i) is int and 0 <= i < n else REPLACEMENT for i in ids_list(ids))
+        return decode_with_table(self._decode_table, ids)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self)
