@@ -10,7 +10,7 @@ CPU time of this process (steadier on a shared machine) and wall time. The overh
 constrained / unconstrained - 1 (target: at most 20%).
 
 Compile: every schema of benchmarks/schemas.py's suite, schema -> regex (with numeric ranges)
--> token index over the vocabulary, cold (index cache emptied) and cached.
+-> compiled grammar (llguidance builds its masks lazily), cold (grammar cache emptied) and cached.
 
 Prints one JSON line on stdout (progress on stderr):
     python benchmarks/constrained.py [--new-tokens 96] [--rounds 3] [--n-embd 128] [--threads N]
@@ -57,7 +57,7 @@ def compile_times(tokenizer) -> tuple[list[float], list[float]]:
     for model in SUITE:
         pattern_time = time.perf_counter()
         pattern = schema_regex(model.model_json_schema())
-        constrain._INDEXES.clear()  # forget every compiled index: a cold start
+        constrain.CACHE.clear()  # forget every compiled grammar: a cold start
         constrain.Grammar.from_regex(pattern, tokenizer)
         cold.append(time.perf_counter() - pattern_time)
         again = time.perf_counter()

@@ -4,10 +4,12 @@ an import). Shared plain helpers live in tests/helpers/."""
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from helpers.preferences import easy_pairs, preference_base, write_pairs
+from helpers.servers import shared_server
 
 # Tests never write traces into the user's home directory (tests of tracing set their own file).
 os.environ["GROKLM_TRACES"] = "off"
@@ -48,3 +50,17 @@ def pair_files(tmp_path_factory) -> tuple[Path, Path]:
     """(train.jsonl, test.jsonl) of easy preference pairs for the reward and DPO tests."""
     folder = tmp_path_factory.mktemp("pairs")
     return write_pairs(folder / "train.jsonl", easy_pairs(400, seed=1)), write_pairs(folder / "test.jsonl", easy_pairs(64, seed=2))
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The tiny run's `groklm serve` process that the server test modules share (helpers.servers);
+    a module that needs a server of its own defines its own `server`."""
+    return shared_server()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    """A client of `server`, with its key."""
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
+        yield client

@@ -19,31 +19,8 @@ from groklm.cli.main import build_parser
 from groklm.serve.api import create_app
 from groklm.tokenizer.char import CharTokenizer
 
-from helpers.servers import KEY, MAX_BATCH, MAX_BODY, MODEL, shared_server, wait_idle
-
-
-@pytest.fixture(scope="module")
-def server():
-    return shared_server()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as client:
-        yield client
-
-
-def chat(**fields) -> dict:
-    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
-
-
-def assert_error(response: httpx.Response, status: int, says: str = "") -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str)
-    assert says.lower() in error["message"].lower(), error["message"]
-    return error
-
+from helpers.servers import KEY, MAX_BATCH, MAX_BODY, MODEL, assert_error, wait_idle
+from helpers.servers import chat_body as chat
 
 # ---- 401 ----------------------------------------------------------------------------------------
 

@@ -96,6 +96,26 @@ def test_encode_decode_match_tokenizers(setup):
     assert tok.special_tokens["<s>"] not in tok.encode("<s>hello")
 
 
+def test_a_text_encoded_in_pieces_decodes_as_the_whole(setup):
+    """Chat formats encode a rendering piece by piece (tokenizer/chat.py): a piece that continues
+    the text gets no prefix "▁", so the pieces decode, in `tokenizers`, to what the whole does."""
+    name, data = setup
+    hf = tokenizers.Tokenizer.from_str(json.dumps(data))
+    tok = from_hf_dict(data)
+    rng = random.Random(5)
+    for text in texts()[:400]:
+        cut = rng.randint(0, len(text))
+        head, tail = text[:cut], text[cut:]
+        ids = tok.encode(head) + (tok.encode_continuation(tail) if head else tok.encode(tail))
+        whole = hf.encode(text, add_special_tokens=False).ids
+        assert hf.decode(ids, skip_special_tokens=False) == hf.decode(whole, skip_special_tokens=False), (name, head, tail)
+    # within one call, a piece after a special token begins anew, as between a whole text's special tokens
+    text = "a </s> b<s>c"
+    head = tok.encode("a")
+    assert hf.decode(head + tok.encode_continuation(text[1:], "all"), skip_special_tokens=False) == hf.decode(
+        hf.encode(text, add_special_tokens=False).ids, skip_special_tokens=False)
+
+
 def test_streaming_and_saving(setup, tmp_path):
     _, data = setup
     tok = from_hf_dict(data)

@@ -39,12 +39,13 @@ def run_chat(args: argparse.Namespace) -> None:
     from groklm.infer.chat import HELP, chat_loop
     from groklm.rundir import TOKENIZER_DIR
     from groklm.runs import load
-    from groklm.tokenizer.chat import check_chat_template
+    from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     model, tokenizer = load(args.run, device=args.device)
     check_chat_template(tokenizer, f"{args.run}/{TOKENIZER_DIR}/tokenizer.json")
+    check_chat_embeddings(tokenizer, model.config.vocab_size, args.run)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {args.run} ({HELP})", file=sys.stderr)

@@ -43,6 +43,19 @@ def register(subparsers) -> None:
     parser.add_argument("--embedder", default=None, metavar="SPEC",
                         help="also answer /v1/embeddings with this embedder: default (all-MiniLM-L6-v2) or hf:DIR")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    grammar = parser.add_argument_group(
+        "grammar limits", "what one response_format schema or forced tool call may cost; a request over a limit gets a "
+        "400 naming it (defaults: groklm.infer.constrain.GrammarLimits)")
+    grammar.add_argument("--grammar-max-chars", type=int, default=500_000, metavar="N",
+                         help="largest regex a schema may compile to, in characters (default 500000)")
+    grammar.add_argument("--grammar-compile-fuel", type=int, default=500_000, metavar="N",
+                         help="lexer work allowed to compile one grammar (default 500000, about a second at worst)")
+    grammar.add_argument("--grammar-step-fuel", type=int, default=500_000, metavar="N",
+                         help="lexer work allowed for one token's mask (default 500000)")
+    grammar.add_argument("--grammar-max-states", type=int, default=100_000, metavar="N",
+                         help="automaton states one reply may build, ~1 kB each (default 100000)")
+    grammar.add_argument("--grammar-cache-mb", type=float, default=256, metavar="MB",
+                         help="memory for compiled grammars kept for reuse, least recently used evicted (default 256)")
     parser.set_defaults(func=run_serve)
 
 
@@ -50,15 +63,19 @@ def run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from groklm.apps.rag.embed import Embedder, load_embedder
+    from groklm.infer.constrain import GrammarLimits, configure
     from groklm.infer.engine import AsyncEngine, Engine
     from groklm.rundir import TOKENIZER_DIR
     from groklm.serve.api import create_app
-    from groklm.tokenizer.chat import check_chat_template
+    from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
     if args.max_waiting < 0 or args.max_body_bytes < 1:
         raise ConfigError("--max-waiting must be >= 0 and --max-body-bytes >= 1")
+    configure(GrammarLimits(max_regex_chars=args.grammar_max_chars, compile_fuel=args.grammar_compile_fuel,
+                            step_fuel=args.grammar_step_fuel, max_states=args.grammar_max_states,
+                            cache_mb=args.grammar_cache_mb))
     name = args.model_name or Path(args.run).resolve().name
     embedder = None
     if args.embedder:
@@ -68,6 +85,7 @@ def run_serve(args: argparse.Namespace) -> None:
     engine = Engine.from_run(args.run, device=args.device, max_batch=args.max_batch, cache_mb=args.kv_cache_mb,
                              prefix_cache=args.prefix_cache)
     check_chat_template(engine.tokenizer, str(Path(args.run) / TOKENIZER_DIR / "tokenizer.json"))
+    check_chat_embeddings(engine.tokenizer, engine.model.config.vocab_size, args.run)  # else every chat request fails
     engine = AsyncEngine(engine, args.max_waiting)
     app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:

@@ -23,8 +23,11 @@ and all of them whenever the model's weights change.
 
 Sampling is per request (its own temperature, penalties, seed, grammar), row by row after the
 batched forward pass; a request's own seeded generator makes its output the same whether it
-ran alone or in a batch. Text is released only at complete UTF-8 characters, and text that
-might be the start of a stop string is held back until it is ruled in or out (stop_strings.py).
+ran alone or in a batch. A row that goes wrong (logits that are not numbers, a grammar that
+allows nothing, a bug in one request's state) fails that request alone: its last delta
+carries the error (`Delta.error`) and the rest of the batch carries on. Text is released only
+at complete UTF-8 characters, and text that might be the start of a stop string is held back
+until it is ruled in or out (stop_strings.py).
 
 The engine serves GPT models (the KV cache holds attention keys and values); a recurrent run
 is refused with a ConfigError. `sample_responses` is the batch sampler that evaluation, on-policy
@@ -114,7 +117,8 @@ class Delta:
     text: str  # new text, complete characters only
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
-    finish_reason: str | None = None  # set on a request's last delta: "stop" or "length"
+    finish_reason: str | None = None  # set on a request's last delta: "stop", "length" or "error"
+    error: Exception | None = None  # with finish_reason "error": why this request failed (the others did not)
 
 
 @dataclass
@@ -328,6 +332,16 @@ class Engine:
     # ---- choosing a token and turning it into text ------------------------------------------------
 
     def _emit(self, request: _Request, logits: torch.Tensor) -> Delta:
+        """The request's next token and text; if anything about its row goes wrong, its last
+        delta, with the error."""
+        try:
+            return self._next_token(request, logits)
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not end everybody's
+            if self.active.pop(request.id, None) is not None:
+                self._release(request)
+            return Delta(request.id, "", [], finish_reason="error", error=exc)
+
+    def _next_token(self, request: _Request, logits: torch.Tensor) -> Delta:
         token, logprob = self._choose(request, logits)
         request.generated.append(token)
         if request.grammar is not None:
@@ -400,9 +414,16 @@ class Engine:
         constraint_list = constraints if isinstance(constraints, list) else [constraints] * n
         ids = [self.add_request(p, s, c) for p, s, c in zip(prompts, params_list, constraint_list)]
         parts: dict[int, list[Delta]] = {i: [] for i in ids}
-        while any(not parts[i] or parts[i][-1].finish_reason is None for i in ids):
-            for delta in self.step():
-                parts[delta.request_id].append(delta)
+        try:
+            while any(not parts[i] or parts[i][-1].finish_reason is None for i in ids):
+                for delta in self.step():
+                    if delta.error is not None:
+                        raise delta.error
+                    parts[delta.request_id].append(delta)
+        except BaseException:  # one failed, or an interrupt: leave none of this call's requests behind
+            for i in ids:
+                self.cancel(i)
+            raise
         return [self._completion(prompt, parts[i]) for prompt, i in zip(prompts, ids)]
 
     def stream(self, prompt: list[int], params: SamplingParams | None = None, constraint: Grammar | None = None) -> Iterator[Delta]:
@@ -412,6 +433,8 @@ class Engine:
             while True:
                 for delta in self.step():
                     if delta.request_id == request_id:
+                        if delta.error is not None:
+                            raise delta.error
                         yield delta
                         if delta.finish_reason is not None:
                             return
@@ -507,7 +530,9 @@ class AsyncEngine:
                     return
             try:
                 deltas = self.engine.step()
-            except Exception as exc:  # a bug: fail every request in flight rather than leave them hanging
+            except Exception as exc:  # the batched forward pass itself failed (a bug): fail every
+                # request in flight rather than leave them hanging. A failure in one request's row
+                # never gets here: it comes back as that request's delta with an error.
                 with self._lock:
                     for request_id in list(self._queues):
                         self._deliver(request_id, exc)
@@ -515,7 +540,7 @@ class AsyncEngine:
                 continue
             with self._lock:
                 for delta in deltas:
-                    self._deliver(delta.request_id, delta)
+                    self._deliver(delta.request_id, delta if delta.error is None else delta.error)
 
     def _deliver(self, request_id: int, item) -> None:
         target = self._queues.get(request_id)

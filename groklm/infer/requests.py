@@ -32,8 +32,9 @@ def reply_grammar(
 ) -> Grammar | None:
     """The grammar a reply must follow, or None. `tools` are the ones the reply may call (after
     tool_choice picked them: tool_calls.pick_tools). Properties keep the schema's order, the order
-    the model writes them in; numeric bounds are enforced. Compiling walks the vocabulary
-    (milliseconds to seconds the first time): a server runs it off its event loop."""
+    the model writes them in; numeric bounds are enforced. Compiling takes milliseconds (up to
+    about half a second for the largest grammars the limits allow): a server runs it off its
+    event loop. A schema or regex over a limit (constrain.GrammarLimits) is a ConfigError."""
     if forces_a_call(tools, tool_choice):
         return Grammar.from_regex(call_regex(tools), tokenizer)
     if json_schema is not None:

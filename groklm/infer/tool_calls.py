@@ -49,6 +49,13 @@ TOOLS_HEADER = (
     "Each result comes back in a tool message."
 )
 NO_ARGUMENTS = {"type": "object", "properties": {}}
+JSON_TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")  # JSON Schema's, all of them
+# Where a JSON schema holds further schemas: maps of them, single ones (or a list, for "items"
+# in older drafts), and lists of them. Every other keyword's value is data (enum, const, default).
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+SCHEMA_ONE = ("items", "additionalProperties", "additionalItems", "contains", "not", "if", "then", "else",
+              "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,51 @@ def check_tools(tools: object) -> list[ToolSpec]:
             raise DataError(f"tools[{i}].function.name must be 1-64 letters, digits, '_' or '-', got {name!r}")
         if not isinstance(description, str) or not isinstance(parameters, dict):
             raise DataError(f"tools[{i}].function: 'description' must be a string and 'parameters' a JSON schema object")
+        check_schema(parameters, f"tools[{i}].function.parameters")
         if any(t.name == name for t in checked):
             raise DataError(f"tools[{i}]: two tools are named {name!r}")
         checked.append(ToolSpec(name, description, parameters))
     return checked
+
+
+def check_schema(schema: object, where: str) -> None:
+    """Refuse what no JSON schema can be, anywhere in `schema`: a `type` that is not one of JSON
+    Schema's seven (e.g. "banana"), a subschema that is not an object (or true/false), an empty
+    `enum` (nothing could match), `required` that is not a list of names. Other keywords are
+    the compiler's to judge when a reply must follow the schema. Walks with a stack, not
+    recursion: a request may nest schemas as deep as its body allows."""
+    stack = [(schema, where)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, bool):  # true: anything, false: nothing
+            continue
+        if not isinstance(node, dict):
+            raise DataError(f"{at} must be a JSON schema (an object), got {type(node).__name__}")
+        kinds = node.get("type", [])
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        unknown = [kind for kind in kinds if not isinstance(kind, str) or kind not in JSON_TYPES]
+        if unknown or node.get("type") == []:
+            raise DataError(f"{at}.type: {node['type']!r} is not a JSON Schema type; the types are {', '.join(JSON_TYPES)}")
+        if "enum" in node and (not isinstance(node["enum"], list) or not node["enum"]):
+            raise DataError(f"{at}.enum must be a non-empty list of the allowed values")
+        required = node.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+            raise DataError(f"{at}.required must be a list of property names")
+        for key in SCHEMA_MAPS:
+            children = node.get(key, {})
+            if not isinstance(children, dict):
+                raise DataError(f"{at}.{key} must be an object mapping names to schemas")
+            stack += [(child, f"{at}.{key}.{name}") for name, child in children.items()]
+        for key in SCHEMA_ONE:
+            if key in node:
+                child = node[key]
+                items = child if key == "items" and isinstance(child, list) else [child]
+                stack += [(item, f"{at}.{key}") for item in items]
+        for key in SCHEMA_LISTS:
+            children = node.get(key, [])
+            if not isinstance(children, list):
+                raise DataError(f"{at}.{key} must be a list of schemas")
+            stack += [(child, f"{at}.{key}[{k}]") for k, child in enumerate(children)]
 
 
 def tools_prompt(tools: Sequence[ToolSpec]) -> str:
@@ -166,7 +214,8 @@ def to_chatml(messages: object, tools: Sequence[ToolSpec] = ()) -> list[dict]:
         elif role == "assistant":
             chatml.append({"role": "assistant", "content": _assistant_text(message, where, call_ids)})
         elif role == "tool":
-            if message.get("tool_call_id") not in call_ids:
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in call_ids:
                 raise DataError(f"{where}: a tool message needs the tool_call_id of an earlier assistant tool call")
             chatml.append({"role": "tool", "content": text_content(message.get("content"), where)})
         else:
@@ -191,9 +240,11 @@ def pick_tools(tools: Sequence[ToolSpec], tool_choice: object) -> list[ToolSpec]
         return list(tools)
     if tool_choice == "none":
         return []
-    name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
-    if not isinstance(name, str):
-        raise DataError("tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}")
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str) or tool_choice.get("type") != "function":
+        raise DataError("tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}, "
+                        f"got {tool_choice!r:.200}")
     chosen = [tool for tool in tools if tool.name == name]
     if not chosen:
         raise DataError(f"tool_choice names {name!r}, which is not in tools")
@@ -207,8 +258,8 @@ def call_regex(tools: Sequence[ToolSpec]) -> str:
     for tool in tools:
         try:
             arguments = schema_regex(tool.parameters)  # property order kept, numeric bounds enforced
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise ConfigError(f"tool {tool.name!r}: unsupported parameters schema: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"tool {tool.name!r}: parameters: {exc}") from exc
         alternatives.append(f"{re.escape(tool.name)}\\({arguments}\\)")
     return "CALL (" + "|".join(alternatives) + ")"
 

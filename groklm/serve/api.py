@@ -15,8 +15,10 @@ has its engine requests cancelled at once, freeing their slots.
 Every error has OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for a
 bad request (a field out of range, malformed JSON, an unknown model, a prompt longer than the
 context), 401 for a missing or wrong key (when the server has one), 413 for a body over the
-limit, 429 when every slot and the waiting line are full. Only a bug in the server gives a
-500, with a generic message; the traceback goes to the log, never to the client.
+limit, 429 when every slot and the waiting line are full. A 400 names the field at fault
+(`param`) where there is one. A model whose logits for one request stop being numbers fails
+that request alone, with a 500 that says so; otherwise only a bug in the server gives a 500,
+with a generic message; the traceback goes to the log, never to the client.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from starlette.exceptions import HTTPException
 
 from groklm.errors import GroklmError
 from groklm.infer.engine import AsyncEngine, EngineBusy
+from groklm.infer.sampling import NonFiniteLogits
 from groklm.infer.tool_calls import ReplyParser
 from groklm.serve.generation import (
     ChatStream,
@@ -49,6 +52,7 @@ from groklm.serve.generation import (
     sse,
 )
 from groklm.serve.schemas import (
+    ApiError,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -61,12 +65,6 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "
 # The page may talk to this server only: no scripts, styles or connections from elsewhere.
 PAGE_POLICY = "default-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log shows it
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -159,7 +157,15 @@ def validation_error(exc: RequestValidationError) -> JSONResponse:
         message = "the body must be a JSON object"
     else:
         message = f"{'.'.join(path)}: {error['msg']}" if path else error["msg"]
+        if kind.endswith("_type") and "input" in error:  # strict types: say what came instead
+            message += f", got {json_kind(error['input'])}"
     return error_response(400, message, param, kind)
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: "a string", "a boolean", "null"..."""
+    kinds = [(bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "an array"), (dict, "an object")]
+    return "null" if value is None else next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -183,6 +189,11 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GroklmError)
     async def bad_request(request: Request, exc: GroklmError):  # ConfigError, DataError, TokenizerError
         return error_response(400, str(exc), code=type(exc).__name__)
+
+    @app.exception_handler(NonFiniteLogits)
+    async def model_failed(request: Request, exc: NonFiniteLogits):  # this request's row, not the client's fault
+        log.error("a request failed in the engine: %s", exc)
+        return error_response(500, str(exc), code="non_finite_logits")
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception):  # Starlette logs the traceback after this returns
@@ -292,10 +303,11 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
                 yield sse(builder.usage_chunk())
             yield sse("[DONE]")
             finished = True
-        except Exception:  # headers are sent: the error can only travel inside the stream
+        except Exception as exc:  # headers are sent: the error can only travel inside the stream
             log.exception("stream failed")
-            yield sse({"error": {"message": "internal server error; the server log has the details",
-                                 "type": "server_error", "param": None, "code": None}})
+            # A GroklmError's message is written for the user; anything else may hold internals.
+            message = str(exc) if isinstance(exc, GroklmError) else "internal server error; the server log has the details"
+            yield sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
         finally:
             if not finished:
                 counters["disconnects"] += 1

@@ -18,10 +18,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from groklm.errors import DataError
+from groklm.errors import DataError, GroklmError
 from groklm.infer.constrain import Grammar
 from groklm.infer.engine import (
     AsyncEngine,
@@ -30,7 +31,7 @@ from groklm.infer.engine import (
     SamplingParams,
     TokenLogprob,
 )
-from groklm.infer.requests import reply_grammar
+from groklm.infer.requests import forces_a_call, reply_grammar
 from groklm.infer.tool_calls import (
     ReplyParser,
     ToolSpec,
@@ -38,7 +39,7 @@ from groklm.infer.tool_calls import (
     pick_tools,
     to_chatml,
 )
-from groklm.serve.schemas import ChatCompletionRequest, CompletionRequest, Sampling
+from groklm.serve.schemas import ApiError, ChatCompletionRequest, CompletionRequest, Sampling
 from groklm.tokenizer.chat import render_prompt
 
 # response_format json_object: an object whose values are strings, numbers, booleans, null, or
@@ -103,6 +104,26 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 # ---- requests -> jobs ---------------------------------------------------------------------------
 
 
+@contextmanager
+def about(param: str) -> Iterator[None]:
+    """A GroklmError raised inside is the client's mistake in field `param`: a 400 naming it."""
+    try:
+        yield
+    except GroklmError as exc:
+        raise ApiError(400, str(exc), param, type(exc).__name__) from exc
+
+
+def check_room(block_size: int, prompt_tokens: int, max_tokens: int | None, param: str, prompt_name: str) -> None:
+    """Refuse a max_tokens the context cannot hold after the prompt, as OpenAI's API does
+    (rather than stop early with finish_reason "length" and let the client think it was heard)."""
+    # A prompt that leaves no room at all gets the engine's own message (it names the prompt).
+    if max_tokens is not None and prompt_tokens < block_size < prompt_tokens + max_tokens:
+        raise ApiError(400, f"This model's maximum context length is {block_size} tokens. However, you requested "
+                            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {prompt_name}, {max_tokens} in "
+                            f"the completion). Please reduce the length of the {prompt_name} or {param}.",
+                       param, "context_length_exceeded")
+
+
 def sampling_params(body: Sampling, max_tokens: int | None, logprobs: int | None, choice: int) -> SamplingParams:
     """The engine's sampling settings for choice number `choice` of a request."""
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
@@ -118,17 +139,25 @@ def sampling_params(body: Sampling, max_tokens: int | None, logprobs: int | None
 async def chat_jobs(body: ChatCompletionRequest, engine: AsyncEngine) -> tuple[list[Job], list[ToolSpec]]:
     """The jobs for a chat request, and the tools whose calls to parse out of the replies."""
     tokenizer = engine.engine.tokenizer
-    tools = check_tools(body.tools or [])
-    callable_tools = pick_tools(tools, body.tool_choice)
-    messages = to_chatml(body.messages, tools if callable_tools else [])  # "none": no tools at all
-    prompt = render_prompt(tokenizer, messages)  # the engine refuses one that does not fit the context
+    with about("tools"):
+        tools = check_tools(body.tools or [])
+    with about("tool_choice"):
+        callable_tools = pick_tools(tools, body.tool_choice)
+    with about("messages"):
+        messages = to_chatml(body.messages, tools if callable_tools else [])  # "none": no tools at all
+        prompt = render_prompt(tokenizer, messages)  # the engine refuses one that does not fit the context
     if body.top_logprobs is not None and not body.logprobs:
-        raise DataError("top_logprobs needs logprobs: true")
+        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    # Compiling walks the whole vocabulary through an automaton: keep it off the event loop.
-    constraint = await asyncio.to_thread(reply_grammar, tokenizer, callable_tools, body.tool_choice,
-                                         json_schema=response_format_schema(body))
     max_tokens = body.max_completion_tokens or body.max_tokens
+    check_room(engine.engine.block_size, len(prompt), max_tokens,
+               "max_completion_tokens" if body.max_completion_tokens else "max_tokens", "messages")
+    with about("response_format"):
+        json_schema = response_format_schema(body)
+    # Compiling walks the whole vocabulary through an automaton: keep it off the event loop.
+    with about("tool_choice" if forces_a_call(callable_tools, body.tool_choice) else "response_format"):
+        constraint = await asyncio.to_thread(reply_grammar, tokenizer, callable_tools, body.tool_choice,
+                                             json_schema=json_schema)
     return [Job(prompt, sampling_params(body, max_tokens, logprobs, i), constraint) for i in range(body.n)], callable_tools
 
 
@@ -148,9 +177,12 @@ def completion_jobs(body: CompletionRequest, engine: AsyncEngine) -> tuple[list[
     tokenizer = engine.engine.tokenizer
     prompt = body.prompt
     prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else prompt
-    if not prompts:
-        raise DataError("prompt is empty")
-    ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    with about("prompt"):
+        ids = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+    if not ids or not all(ids):
+        raise ApiError(400, "prompt is empty: give at least one token (a non-empty string or list of ids)", "prompt")
+    for p in ids:
+        check_room(engine.engine.block_size, len(p), body.max_tokens, "max_tokens", "prompt")
     jobs = [Job(p, sampling_params(body, body.max_tokens or 16, body.logprobs, i)) for p in ids for i in range(body.n)]
     return jobs, sum(len(p) for p in ids)
 

@@ -2,7 +2,11 @@
 
 Pydantic checks types and ranges before anything reaches the engine; a bad field becomes a
 400 naming the field. Unknown fields are refused too (`extra="forbid"`), so a typo such as
-"temprature" is an error instead of a silent default. Messages and tools stay plain dicts
+"temprature" is an error instead of a silent default. Types are strict, as OpenAI's API is:
+nothing is coerced, so `"max_tokens": "4"`, `"max_tokens": true`, `"n": 2.0` and
+`"stream": "yes"` are refused rather than read as 4, 1, 2 and true (an integer is still a
+valid number: `"temperature": 1`), and NaN and Infinity (which Python's JSON parser lets
+through) are not numbers a request may hold. Messages and tools stay plain dicts
 here: `groklm.infer.tool_calls` validates them, the same way for the server and the apps.
 """
 
@@ -17,11 +21,20 @@ MAX_EMBED_INPUTS = 2048  # texts per embeddings request, as OpenAI allows
 INT64 = 2**63
 
 
+class ApiError(Exception):
+    """A request the server refuses: the HTTP status, what is wrong, the field at fault (OpenAI's
+    `param`) and a machine-readable code."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Strict):
     include_usage: bool = False  # a last chunk with the token counts (and no choices)
 
 

@@ -107,6 +107,12 @@ class BaseTokenizer(ABC):
         """The tokenizer described by `to_dict`'s output (`source` names it in errors)."""
 
     # --- shared -------------------------------------------------------------------------------
+    def encode_continuation(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+        """Ids of `text` where it continues text before it (the next piece of a rendered chat)
+        instead of starting a text. Most tokenizers encode a piece the same wherever it stands;
+        a SentencePiece-style one puts its "▁" prefix only where a text starts (metaspace.py)."""
+        return self.encode(text, allowed_special)
+
     def encode_batch(self, texts: Sequence[str], allowed_special: Iterable[str] | str = ()) -> list[list[int]]:
         return [self.encode(text, allowed_special) for text in texts]
 

@@ -32,7 +32,9 @@ Three rules hold in every format:
    for generation is always a prefix of the same conversation rendered with its answer, and the
    reply the model learns is token for token the reply it is asked for at inference. (Tokenizing
    the whole string, as transformers does, agrees except where a token could span a boundary,
-   e.g. a message that starts with a space after the template's newline.)
+   e.g. a message that starts with a space after the template's newline.) Each piece is
+   encoded as the continuation of the text before it (`encode_continuation`), so a
+   SentencePiece-style tokenizer puts its "▁" prefix only where the whole text gets one.
 3. **No injected turns.** Template text may contain the tokenizer's special tokens; message
    content never does: it is located in the rendering (by rendering the same prefix with a
    placeholder in its place) and encoded with no special tokens allowed, so a user who types
@@ -55,7 +57,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from groklm.errors import DataError, TokenizerError
+from groklm.errors import ConfigError, DataError, TokenizerError
 from groklm.tokenizer.base import IM_END, IM_START, BaseTokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -106,9 +108,16 @@ def render_chat(
     stops = stop_ids(tokenizer)
     ids: list[int] = []
     trained: list[bool] = []
+    opens = True  # does the next piece begin the text, or follow a special token?
+    specials = tuple(tokenizer.special_tokens)
     for segment in _segments(tokenizer, messages, add_generation_prompt, tools):
-        part = [tokenizer.encode(text, allowed) for text, allowed in segment.pieces]
-        flat = [t for piece in part for t in piece]
+        flat = []
+        for text, allowed in segment.pieces:
+            # A piece continues the text before it: a SentencePiece-style tokenizer puts its "▁"
+            # prefix only where the whole rendering would get one, not before every piece.
+            flat += tokenizer.encode(text, allowed) if opens else tokenizer.encode_continuation(text, allowed)
+            if text:
+                opens = allowed == ALL and text.endswith(specials)
         if segment.reply:
             end = next((k for k, t in enumerate(flat) if t in stops), None)
             if end is None:
@@ -173,6 +182,20 @@ def render_text(tokenizer: BaseTokenizer, messages: Sequence[dict], add_generati
                    for text, _ in segment.pieces)
 
 
+def check_chat_embeddings(tokenizer: BaseTokenizer, vocab_size: int, whose: str) -> None:
+    """Raise ConfigError unless a model with `vocab_size` embedding rows has one for every special
+    token the chat format uses (markup and stop tokens): without them every conversation would
+    fail, so fine-tuning, chat and serve refuse the model up front. `whose` names the run."""
+    by_id = {i: name for name, i in tokenizer.special_tokens.items()}
+    missing = sorted(t for t in chat_token_ids(tokenizer) if t >= vocab_size)
+    if missing:
+        names = ", ".join(f"{by_id.get(t, t)} (id {t})" for t in missing)
+        raise ConfigError(
+            f"the tokenizer of {whose} gives the chat tokens {names}, but the model has vocab_size={vocab_size}: "
+            "it has no embedding for the chat tokens. Use a model whose vocab_size covers its tokenizer"
+        )
+
+
 def chat_token_ids(tokenizer: BaseTokenizer) -> set[int]:
     """The special-token ids a conversation in this format uses: its markup and its stop tokens
     (each needs a row in the model's embedding)."""
@@ -189,8 +212,9 @@ def chat_token_ids(tokenizer: BaseTokenizer) -> set[int]:
 def check_chat_template(tokenizer: BaseTokenizer, source: str | None = None) -> None:
     """Raise TokenizerError unless the tokenizer's chat format can hold a conversation: its
     template compiles, renders a system/user/assistant probe (or, for a template that refuses
-    system messages, a user/assistant one), shows the assistant's reply, has a non-empty
-    generation prompt, is prefix-stable and ends the reply with a stop token. `source` (the
+    system messages, a user/assistant one), shows the assistant's reply, opens the reply (a
+    non-empty generation prompt, or a user turn that ends with markup the reply follows, as
+    Llama 2's `[/INST]`), is prefix-stable and ends the reply with a stop token. `source` (the
     file the template came from) starts the message."""
     try:
         _check_chat_template(tokenizer)
@@ -214,7 +238,8 @@ def _check_chat_template(tokenizer: BaseTokenizer) -> None:
         raise TokenizerError(f"{where} has no assistant role: the assistant's reply {reply!r} does not appear when a "
                              "conversation is rendered; use a chat template that renders assistant messages")
     question = probe[:-1]
-    if _render(tokenizer, question, True, None) == _render(tokenizer, question, False, None):
+    prompt = _render(tokenizer, question, True, None)
+    if prompt == _render(tokenizer, question, False, None) and not _reply_follows(prompt, tokenizer, probe):
         raise TokenizerError(f"{where} has no assistant role: add_generation_prompt adds nothing, so there is no "
                              "prompt from which a model would write its reply; use a chat template that opens an assistant turn")
     try:
@@ -222,6 +247,17 @@ def _check_chat_template(tokenizer: BaseTokenizer) -> None:
         render_prompt(tokenizer, question)
     except DataError as error:
         raise TokenizerError(str(error)) from None
+
+
+def _reply_follows(prompt: str, tokenizer: BaseTokenizer, probe: list[dict]) -> bool:
+    """Does the user's turn end with markup that the assistant's reply follows directly (after
+    blanks at most)? So it does in templates whose user turn ends by opening the reply (Llama 2's
+    and Mistral's `[INST] ... [/INST]`): they need no add_generation_prompt. A template that only
+    forgot to open the assistant turn puts that turn's markup between the two; one with no markup
+    after the user's text leaves nothing to tell a model that its reply begins."""
+    full = _render(tokenizer, probe, False, None)
+    marked = not prompt.rstrip().endswith(probe[-2]["content"])
+    return marked and full.startswith(prompt) and full[len(prompt):].lstrip().startswith(probe[-1]["content"])
 
 
 def _probe(tokenizer: BaseTokenizer) -> list[dict]:

@@ -130,6 +130,14 @@ class MetaspaceTokenizer(BaseTokenizer):
     # --- encoding ---------------------------------------------------------------------------
     def encode(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
         """Ids of `text`. Special-token text counts as special only if `allowed_special` says so."""
+        return self._encode(text, allowed_special, continued=False)
+
+    def encode_continuation(self, text: str, allowed_special: Iterable[str] | str = ()) -> list[int]:
+        """Ids of `text` as the rest of a text: its first piece gets no prefix "▁" (a piece after a
+        special token still does, as in a whole text)."""
+        return self._encode(text, allowed_special, continued=True)
+
+    def _encode(self, text: str, allowed_special: Iterable[str] | str, continued: bool) -> list[int]:
         if not isinstance(text, str):
             raise TokenizerError(f"can only encode str, not {type(text).__name__}")
         allowed = self._allowed(allowed_special) if allowed_special else set()
@@ -138,7 +146,8 @@ class MetaspaceTokenizer(BaseTokenizer):
             if is_special:
                 ids.append(self.special_tokens[piece])
                 continue
-            for word in self._words(piece, start == 0):
+            opens = not (continued and start == 0)  # does this piece begin a text (or follow a special token)?
+            for word in self._words(piece, opens, opens and start == 0):
                 cached = self._cache.get(word)
                 if cached is None:
                     cached = self._bpe(self._symbols(word))
@@ -149,12 +158,13 @@ class MetaspaceTokenizer(BaseTokenizer):
                 ids.extend(cached)
         return ids
 
-    def _words(self, piece: str, at_start: bool) -> list[str]:
-        """Step 2: the piece respelled with "▁" and its prefix, cut into words."""
-        if self.prefix == "normalizer":
+    def _words(self, piece: str, opens: bool, at_start: bool) -> list[str]:
+        """Step 2: the piece respelled with "▁" and its prefix, cut into words. `opens`: the piece
+        begins a text or follows a special token; `at_start`: it begins the text."""
+        if self.prefix == "normalizer" and opens:
             piece = SPACE + piece
         piece = piece.replace(" ", SPACE)
-        if (self.prefix == "always" or (self.prefix == "first" and at_start)) and not piece.startswith(SPACE):
+        if (self.prefix == "always" and opens or self.prefix == "first" and at_start) and not piece.startswith(SPACE):
             piece = SPACE + piece
         if not self.split:
             return [piece]

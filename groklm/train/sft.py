@@ -27,7 +27,7 @@ from groklm.model.weights import load_weights
 from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
 from groklm.tasks import make_sft
 from groklm.tokenizer import load_tokenizer
-from groklm.tokenizer.chat import chat_token_ids, check_chat_template, render_chat
+from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template, render_chat
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.packing import batch_rows, conversation_example, pack
 from groklm.train.stage import Place, open_run, run_stage
@@ -156,14 +156,7 @@ def check_tokenizer(tokenizer, vocab_size: int, base: Path) -> None:
     """The chat format must render a conversation, and the model needs an embedding row for each
     special token it uses (markup and stop tokens)."""
     check_chat_template(tokenizer)
-    by_id = {i: name for name, i in tokenizer.special_tokens.items()}
-    missing = sorted(t for t in chat_token_ids(tokenizer) if t >= vocab_size)
-    if missing:
-        names = ", ".join(f"{by_id.get(t, t)} (id {t})" for t in missing)
-        raise ConfigError(
-            f"the tokenizer of {base} gives the chat tokens {names}, but the model has vocab_size={vocab_size}: "
-            "it has no embedding for the chat tokens. Use a base model whose vocab_size covers its tokenizer"
-        )
+    check_chat_embeddings(tokenizer, vocab_size, str(base))
 
 
 # ---- data -------------------------------------------------------------------------------------

@@ -32,3 +32,30 @@ class Rigged(nn.Module):
         """The engine's call: the logits depend on the newest token only, so nothing to cache."""
         cache.advance(slots, idx.size(1))
         return self(idx)[0][:, -1]
+
+
+class Poisoned(nn.Module):
+    """`model`, except that request `victim`'s row of logits becomes `value` from the
+    `after`-th forward pass that includes it (attach it to its engine with `aim`)."""
+
+    def __init__(self, model: nn.Module, value: float = float("nan"), after: int = 0):
+        super().__init__()
+        self.model, self.config = model, model.config
+        self.value, self.after, self.seen = value, after, 0
+        self.engine = None  # groklm.infer.engine.Engine
+        self.victim: int | None = None
+
+    def aim(self, engine, victim: int):
+        """Poison request id `victim` of `engine` (which runs this model); returns the engine."""
+        self.engine, self.victim = engine, victim
+        return engine
+
+    def forward_cached(self, idx, cache, slots):
+        logits = self.model.forward_cached(idx, cache, slots)
+        request = self.engine.active.get(self.victim) if self.engine is not None else None
+        if request is not None and request.slot in slots:
+            self.seen += 1
+            if self.seen > self.after:
+                logits = logits.clone()
+                logits[slots.index(request.slot)] = self.value
+        return logits

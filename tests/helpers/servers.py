@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,13 +110,56 @@ def shared_server() -> Server:
     return _shared[0]
 
 
-def wait_idle(server: Server) -> dict:
-    """Poll /health until no request is in flight; return it."""
+def wait_idle(server: Server, until: Callable[[dict], bool] = lambda health: True) -> dict:
+    """Poll /health until no request is in flight and `until(health)` holds; return it.
+
+    `until` waits out what "in flight" does not show: a request the server has counted but not
+    yet handed to the engine, or one whose engine slot is freed but whose ending is not yet counted."""
     deadline = time.monotonic() + 30
     while True:
         health = httpx.get(server.url + "/health").json()
-        if health["in_flight"] == 0 and health["running"] == 0 and health["waiting"] == 0:
+        if health["in_flight"] == 0 and health["running"] == 0 and health["waiting"] == 0 and until(health):
             return health
         if time.monotonic() > deadline:
-            raise AssertionError(f"requests still in flight: {health}")
+            raise AssertionError(f"requests still in flight, or not settled: {health}")
         time.sleep(0.05)
+
+
+@contextmanager
+def held(server: Server):
+    """The server process stopped (SIGSTOP), every thread of it: the kernel still takes a
+    client's bytes, but nothing runs and nothing comes back until it resumes. Entering returns
+    once the process has actually stopped, so whatever it sent before is in the client's socket."""
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        tasks = Path(f"/proc/{server.process.pid}/task")
+        deadline = time.monotonic() + 30
+        while not all(stopped(task / "stat") for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise AssertionError("the server process did not stop on SIGSTOP")
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+def stopped(stat: Path) -> bool:
+    """Is this thread stopped by a signal? (/proc/PID/task/TID/stat: state after the name's ')')."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except FileNotFoundError:  # the thread ended meanwhile
+        return True
+
+
+def chat_body(**fields) -> dict:
+    """A small valid chat request (two tokens of reply), with `fields` added or replaced."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
+
+
+def assert_error(response: httpx.Response, status: int, says: str = "") -> dict:
+    """The response is an OpenAI-shaped error with this status whose message contains `says`."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str)
+    assert says.lower() in error["message"].lower(), error["message"]
+    return error

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { messages: [], model: null, controller: null };
+const state = { messages: [], model: null, controller: null, loading: null };
 
 function headers() {
   const result = { "Content-Type": "application/json" };
@@ -23,17 +23,30 @@ async function errorMessage(response) {
 }
 
 async function loadModel() {
-  const response = await fetch("/v1/models", { headers: headers() });
-  if (!response.ok) {
-    $("model").textContent = "not connected";
-    $("status").textContent = await errorMessage(response);
-    return false;
+  // A newer load (the key changed) supersedes this one: abort it, so that its answer, arriving
+  // late, cannot undo what the newer one shows.
+  if (state.loading) state.loading.abort();
+  const loading = (state.loading = new AbortController());
+  try {
+    const response = await fetch("/v1/models", { headers: headers(), signal: loading.signal });
+    const answer = response.ok ? await response.json() : await errorMessage(response);
+    if (loading.signal.aborted) return false;
+    if (!response.ok) {
+      $("model").textContent = "not connected";
+      $("status").textContent = answer;
+      return false;
+    }
+    state.model = answer.data[0].id;
+    state.context = answer.data[0].context_length;
+    $("model").textContent = `${state.model} · context ${state.context} tokens`;
+    $("status").textContent = "";
+    return true;
+  } catch (error) {
+    if (error.name === "AbortError") return false;
+    throw error;
+  } finally {
+    if (state.loading === loading) state.loading = null;
   }
-  const body = await response.json();
-  state.model = body.data[0].id;
-  $("model").textContent = `${state.model} · context ${body.data[0].context_length} tokens`;
-  $("status").textContent = "";
-  return true;
 }
 
 function addMessage(role, text) {
@@ -72,6 +85,13 @@ async function* events(response) {
   }
 }
 
+function maxTokens() {
+  // The server refuses a max_tokens its context cannot hold (as OpenAI's does): never ask a
+  // small model for more than its whole context.
+  const asked = Math.max(1, Number($("max-tokens").value) || 256);
+  return state.context ? Math.min(asked, Math.max(1, state.context - 1)) : asked;
+}
+
 function request() {
   const system = $("system").value.trim();
   const messages = system ? [{ role: "system", content: system }, ...state.messages] : state.messages;
@@ -81,7 +101,7 @@ function request() {
     stream: true,
     stream_options: { include_usage: true },
     temperature: Number($("temperature").value),
-    max_tokens: Math.max(1, Number($("max-tokens").value) || 256),
+    max_tokens: maxTokens(),
   };
 }
 
@@ -94,8 +114,11 @@ async function send(text) {
   if (state.controller || !text.trim()) return;
   if (!state.model && !(await loadModel())) return;
   $("status").textContent = "";
+  // The exchange belongs to the conversation it began in: "New conversation" while it streams
+  // replaces state.messages, and nothing that comes back after that may land in the new one.
+  const conversation = state.messages;
   const asked = addMessage("user", text);
-  state.messages.push({ role: "user", content: text });
+  conversation.push({ role: "user", content: text });
   const answer = addMessage("assistant", "");
   answer.dataset.state = "streaming";
   answer.dataset.chunks = "0";
@@ -136,9 +159,9 @@ async function send(text) {
     setBusy(false);
   }
   if (reply) {
-    state.messages.push({ role: "assistant", content: reply });
+    conversation.push({ role: "assistant", content: reply });
   } else {  // nothing came back: forget the question too, so a retry does not send it twice
-    state.messages.pop();
+    conversation.pop();
     asked.classList.add("failed");
     answer.classList.add("failed");
   }
