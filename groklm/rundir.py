@@ -92,6 +92,9 @@ def read_json(path: str | os.PathLike) -> Any:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's config.json, checked to be a run directory."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise CheckpointError(f"{run_dir} is a file, not a run directory: give the folder a training command wrote "
+                              f"(a .gguf file or a Hugging Face checkpoint becomes one with `groklm import {run_dir} --out RUN`)")
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
     config = read_json(run_dir / CONFIG_FILE)

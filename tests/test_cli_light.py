@@ -58,7 +58,7 @@ def test_tokenizer_commands_import_no_torch(tokenizer_dir):
     ids = done.stdout.strip()
     assert ids.startswith("[") and not {name for name in heavy if name.startswith(("torch", "matplotlib"))}
     done, heavy = heavy_imports("tokenizer", "decode", "--tokenizer", str(tokenizer_dir), ids)
-    assert done.returncode == 0 and done.stdout == "the cat\n"
+    assert done.returncode == 0 and done.stdout == "the cat"
     assert not {name for name in heavy if name.startswith(("torch", "matplotlib"))}
 
 

@@ -73,8 +73,9 @@ def test_bad_queries_files(index, tmp_path):
         read_queries(tmp_path / "missing.jsonl", index)
     with pytest.raises(DataError, match="expected"):
         read_queries(write_queries(tmp_path / "a.jsonl", [{"question": "x"}]), index)
-    with pytest.raises(DataError, match="matches no chunk id or source"):
-        read_queries(write_queries(tmp_path / "b.jsonl", [{"query": "x", "relevant": ["nope.txt"]}]), index)
+    # A relevant file that is not in the index is no error: it counts as a miss (test_hostile_files.py).
+    assert read_queries(write_queries(tmp_path / "b.jsonl", [{"query": "x", "relevant": ["nope.txt"]}]), index)[0].absent == [
+        "nope.txt"]
     index.upsert([doc("/corpus/other/cats.txt", "More about cats.")])
     with pytest.raises(DataError, match="matches 2"):  # ambiguous: name more of the path
         read_queries(write_queries(tmp_path / "c.jsonl", [{"query": "x", "relevant": ["cats.txt"]}]), index)

@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import groklm.cli.main as cli
+from helpers.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The cat sat on the mat. The dog sat on the log.\nCafé crème, 日本語, 🙂.\n" * 200
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def test_train_encode_decode(trained, capsys):
     assert code == 0
     ids = [int(x) for x in out.split()]
     code, out, _ = run(capsys, "tokenizer", "decode", "--tokenizer", str(trained), *map(str, ids))
-    assert code == 0 and out == "Café <|endoftext|>\n"
+    assert code == 0 and out == "Café <|endoftext|>"
     code, out, _ = run(capsys, "tokenizer", "encode", "--tokenizer", str(trained), "--allow-special", "--json", "<|endoftext|>")
     assert json.loads(out) == [297]
 

@@ -12,7 +12,7 @@
 How the JSON is obtained depends on what the backend can do (`mode="auto"`):
 
     grammar      local and hf backends: decoding is constrained by a grammar compiled from the
-                 schema (groklm.infer.constrain, outlines-core), so the text always parses and
+                 schema (groklm.infer.constrain, llguidance), so the text always parses and
                  has the schema's shape; whitespace is bounded (one optional blank between
                  tokens), so a small model cannot loop on blanks
     json_schema  HTTP backends: response_format {"type": "json_schema", ...}
@@ -32,6 +32,10 @@ Where the backend can score replies (local, hf), every label's probability as th
 reply is computed exactly and normalised: the confidence is that probability. Elsewhere the
 model answers and the confidence is the probability of its answer from the returned
 logprobs (None when the server sends none).
+
+Both refuse an input longer than `max_input_chars` (MAX_INPUT_CHARS unless raised) before it
+is tokenized or sent: a 50 MB document is millions of tokens, far past any context, and would
+otherwise cost minutes of tokenizing (or an upload) only to be refused by the model.
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ from pydantic import TypeAdapter, ValidationError, create_model
 from groklm.apps.backends import Backend, BackendError, Usage
 from groklm.apps.tools import validation_message
 from groklm.apps.tracing import span
-from groklm.errors import ConfigError, GroklmError
+from groklm.errors import ConfigError, DataError, GroklmError
 
 T = TypeVar("T")
 MODES = ("auto", "grammar", "json_schema", "tools", "prompt")
+MAX_INPUT_CHARS = 1_000_000  # ~250,000 tokens: more than the context of any model groklm runs
 
 
 @dataclass
@@ -83,6 +88,14 @@ def as_messages(messages: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
 
 
+def check_input_size(messages: list[dict], max_input_chars: int) -> None:
+    size = sum(len(str(message.get("content") or "")) for message in messages)
+    if size > max_input_chars:
+        raise DataError(f"the input is {size:,} characters, more than max_input_chars={max_input_chars:,}: no model's "
+                        "context holds it. Split the document (e.g. with groklm.apps.rag.Chunker) and work on each part, "
+                        "or raise max_input_chars for a model with a context that long")
+
+
 def choose_mode(backend: Backend, mode: str) -> str:
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; modes are {', '.join(MODES)}")
@@ -94,11 +107,12 @@ def choose_mode(backend: Backend, mode: str) -> str:
 
 
 def extract(backend: Backend, response_model: type[T] | Any, messages: str | list[dict], max_retries: int = 2,
-            mode: str = "auto", max_tokens: int = 512, **options) -> Extraction[T]:
+            mode: str = "auto", max_tokens: int = 512, max_input_chars: int = MAX_INPUT_CHARS, **options) -> Extraction[T]:
     """A `response_model` instance read from the model's reply to `messages`; see the module doc.
     `options` go to backend.chat (temperature, seed, ...)."""
     if max_retries < 0:
         raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+    check_input_size(as_messages(messages), max_input_chars)
     adapter = TypeAdapter(response_model)
     schema = adapter.json_schema()
     name = getattr(response_model, "__name__", None) or str(response_model)
@@ -211,9 +225,10 @@ def label_values(labels) -> tuple[list[str], list[Any]]:
 
 
 def classify(backend: Backend, text: str, labels, instructions: str | None = None,
-             system: str | None = None) -> Classification:
+             system: str | None = None, max_input_chars: int = MAX_INPUT_CHARS) -> Classification:
     """The label that fits `text` best; see the module doc. The prompt is the user turn
     "{instructions}\\n{text}" (default instructions: "Classify this text as a, b or c.")."""
+    check_input_size([{"content": text}], max_input_chars)
     texts, values = label_values(labels)
     if len(set(texts)) != len(texts):
         raise ConfigError(f"labels must be distinct, got {texts}")

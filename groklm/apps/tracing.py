@@ -32,6 +32,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from groklm.errors import ConfigError
+from groklm.errors import ConfigError, DataError
 
 ENV_PATH = "GROKLM_TRACES"
 DEFAULT_PATH = Path("~/.groklm/traces.sqlite")
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
 """
+COLUMNS = ["span_id", "trace_id", "parent_id", "name", "start_time", "end_time", "status", "error", "attributes"]
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Tracer:
         self._pid = 0
         self._lock = threading.Lock()  # spans may end on several threads (a server, an async engine)
         self._otel = _otel_tracer()
+        self._write_failure: str | None = None  # why spans are no longer recorded, once writing failed
 
     @contextmanager
     def span(self, name: str, attributes: dict[str, Any] | None = None, activate: bool = True) -> Iterator[Span]:
@@ -132,33 +135,68 @@ class Tracer:
         if self.path is None:
             raise ConfigError(f"tracing is off (${ENV_PATH}=off): there are no traces to read")
         if self._connection is None or self._pid != os.getpid():  # a forked child opens its own
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(SCHEMA)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+                # Look before writing anything: a file of some other program's (a database with
+                # its own tables) must not get our table, or have its journal mode changed.
+                self._check_schema(connection)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.executescript(SCHEMA)
+            except (sqlite3.Error, OSError) as error:
+                raise self._not_a_trace_file(error) from None
             self._connection, self._pid = connection, os.getpid()
         return self._connection
 
+    def _check_schema(self, connection: sqlite3.Connection) -> None:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "spans" not in tables:
+            raise self._not_a_trace_file(f"an SQLite database with other tables: {', '.join(sorted(tables)[:5])}")
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(spans)")]
+        if columns and columns != COLUMNS:
+            raise self._not_a_trace_file(f"its spans table has the columns {', '.join(columns)}")
+
+    def _not_a_trace_file(self, why) -> DataError:
+        return DataError(f"{self.path} is not a usable groklm trace file ({why}): read another file with "
+                         f"`groklm traces --db PATH`, or set ${ENV_PATH} to a new path (or move this file away) "
+                         "to record traces")
+
     def write(self, span: Span) -> None:
-        if self.path is None:
+        """Record a finished span. Tracing watches the application and must never stop it: if
+        the file cannot be written (not a trace file, a full disk, locked too long), one
+        warning says why and later spans are not recorded."""
+        if self.path is None or self._write_failure is not None:
             return
         row = (span.span_id, span.trace_id, span.parent_id, span.name, span.start_time, span.end_time,
                span.status, span.error, json.dumps(span.attributes, default=str))
         with self._lock:
-            connection = self._connect()
-            with connection:
-                connection.execute("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            try:
+                connection = self._connect()
+                with connection:
+                    connection.execute("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            except (DataError, sqlite3.Error) as error:
+                self._write_failure = str(error)
+                warnings.warn(f"traces are not recorded from now on: {error}", stacklevel=2)
 
     def _query(self, query: str, args: tuple) -> list[tuple]:
         if self.path is not None and not self.path.exists():
             return []
         with self._lock:
-            return self._connect().execute(query, args).fetchall()
+            try:
+                return self._connect().execute(query, args).fetchall()
+            except sqlite3.Error as error:  # a file damaged past its header fails only when read
+                raise self._not_a_trace_file(error) from None
 
     def _rows(self, query: str, args: tuple) -> list[Span]:
-        return [Span(name, trace, parent, span_id, start, end, status, error, json.loads(attrs))
-                for span_id, trace, parent, name, start, end, status, error, attrs in self._query(query, args)]
+        spans = []
+        for span_id, trace, parent, name, start, end, status, error, attrs in self._query(query, args):
+            try:
+                attributes = json.loads(attrs)
+            except (TypeError, json.JSONDecodeError) as decode_error:
+                raise self._not_a_trace_file(f"span {span_id} has damaged attributes: {decode_error}") from None
+            spans.append(Span(name, trace, parent, span_id, start, end, status, error, attributes))
+        return spans
 
     def roots(self, last: int = 20) -> list[tuple[Span, int]]:
         """The root spans of the `last` most recent traces, newest first, with their span counts."""

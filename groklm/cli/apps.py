@@ -160,11 +160,12 @@ def parse_check(spec: str, args: argparse.Namespace, judge_backend):
 
 def run_evals(args: argparse.Namespace) -> None:
     from groklm.apps.backends import load_backend
-    from groklm.apps.evals import Prompt, compare, to_markdown, write_report
+    from groklm.apps.evals import Prompt, compare, load_cases, to_markdown, write_report
 
     prompts = args.prompt or ["{input}"]
     if len(args.backend) > 2 or len(prompts) > 2:
         raise ConfigError("compare at most two variants: --backend twice, or --prompt twice")
+    cases = load_cases(args.data)  # a bad data file is said before a model is loaded
     backends = [load_backend(spec) for spec in args.backend]
     pairs = [(b, p) for b in backends for p in prompts]  # 1x1, 2x1 or 1x2 (2x2 would be four variants)
     if len(pairs) > 2:
@@ -178,7 +179,7 @@ def run_evals(args: argparse.Namespace) -> None:
         return load_backend(args.judge) if args.judge else backends[0]
 
     checks = [parse_check(spec, args, judge_backend) for spec in (args.check or ["exact"])]
-    report = compare(args.data, targets, checks, progress=not args.no_progress)
+    report = compare(cases, targets, checks, progress=not args.no_progress)
     if args.out:
         paths = write_report(report, args.out)
         print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
@@ -200,8 +201,9 @@ def run_traces(args: argparse.Namespace) -> None:
         spans = tracer.trace(args.show)
         print(json.dumps([span_dict(s) for s in spans], indent=2, default=str) if args.json else format_tree(spans))
         return
+    roots = tracer.roots(args.last)
     print(f"traces in {tracer.path}", file=sys.stderr)
-    print(format_list(tracer.roots(args.last)))
+    print(format_list(roots))
 
 
 # ---- distill -------------------------------------------------------------------------------------

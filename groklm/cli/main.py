@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from groklm.cli import apps, chat, data, evaluate, experiments, interop, model, rag, serve, tokenizer, train
 from groklm.errors import GroklmError
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     if not getattr(args, "func", None):
         parser.print_help()
         sys.exit(2)
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = warning_line
     try:
         args.func(args)
     except GroklmError as error:
@@ -42,3 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("groklm: interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        warnings.formatwarning = format_warning  # main() may be called in-process (tests, notebooks)
+
+
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """How the CLI shows a warning: `warning: message`, one line. The file and line of the
+    warnings.warn call (Python's default) are for the person who wrote it, not for the user."""
+    return "warning: " + " ".join(str(message).split("\n")) + "\n"

@@ -14,11 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from groklm.errors import ConfigError
+from groklm.errors import ConfigError, DataError
 
 # The --mode choices, as groklm.apps.rag.retrieve.MODES (not imported: numpy);
 # tests/test_cli_light.py checks that they agree.
 MODES = ("dense", "bm25", "hybrid")
+MAX_FILE_MB = 10.0  # as groklm.apps.rag.load.MAX_FILE_MB (not imported: pypdf); tests/test_hostile_files.py checks
 
 
 def register(subparsers) -> None:
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
                        "openai:BASE_URL#MODEL (key from $OPENAI_API_KEY); only when creating")
     index.add_argument("--chunk-tokens", type=int, default=None, help="chunk size in tokens (default 200); only when creating")
     index.add_argument("--overlap", type=int, default=40, help="tokens shared by neighbouring chunks (default 40); only when creating")
+    index.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, metavar="MB",
+                       help=f"skip larger files, saying so (default {MAX_FILE_MB:g}: a MB of text is ~2,000 chunks, "
+                       "minutes of embedding on a CPU)")
     index.add_argument("--prune", action="store_true", help="also remove indexed files under PATHs that no longer exist")
     index.add_argument("--approximate", action="store_true", help="also build the approximate-search index (FAISS)")
     index.add_argument("--device", default="cpu")
@@ -120,6 +124,15 @@ def run_index(args: argparse.Namespace) -> None:
     from groklm.apps.rag.index import DB_FILE, Index
     from groklm.apps.rag.load import load_paths
 
+    if args.max_file_mb <= 0:
+        raise ConfigError(f"--max-file-mb must be > 0, got {args.max_file_mb:g}")
+    # Files first: what cannot be read is said before minutes of embedding, and when nothing
+    # can be, no index (or embedder) is made for nothing.
+    loaded = load_paths(args.paths, args.glob, args.max_file_mb, progress=True)
+    for skipped in loaded.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    if not loaded.documents and loaded.skipped and not args.prune:
+        raise DataError("nothing to index: every file was skipped (the reasons are above)")
     if (args.out / DB_FILE).exists():
         if args.embedder or args.chunk_tokens:
             print("note: --embedder and --chunk-tokens apply only when creating an index; using the index's own", file=sys.stderr)
@@ -127,7 +140,6 @@ def run_index(args: argparse.Namespace) -> None:
     else:
         embedder = load_embedder(args.embedder or "default", device=args.device)
         index = Index.create(args.out, embedder, args.chunk_tokens, args.overlap)
-    loaded = load_paths(args.paths, args.glob)
     changes = index.upsert(loaded.documents, progress=True)
     print(f"{args.out}: {changes.sources} files, {changes.added} chunks added, {changes.removed} removed, "
           f"{changes.unchanged} unchanged; {len(index)} chunks in all")
@@ -137,8 +149,6 @@ def run_index(args: argparse.Namespace) -> None:
         if gone:
             pruned = index.delete_sources(gone)
             print(f"pruned {len(gone)} files that no longer exist ({pruned.removed} chunks)")
-    for skipped in loaded.skipped:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     if args.approximate:
         index.approximate  # noqa: B018 (built and saved on first access)
         print(f"approximate index built ({index.approximate.index.nlist} lists, n_probe {index.approximate.n_probe})")
@@ -162,14 +172,19 @@ def run_search(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    from groklm.apps.rag.evaluate import evaluate, read_queries
+    from groklm.apps.rag.evaluate import absent_entries, evaluate, read_queries
 
     index = open_index(args.index, args.device)
     queries = read_queries(args.queries, index)
     results = evaluate(index, queries, args.k)
+    absent = absent_entries(queries)
     if args.json:
-        print(json.dumps({"queries": len(queries), "chunks": len(index), **results}))
+        print(json.dumps({"queries": len(queries), "chunks": len(index), "absent": len(absent), **results}))
         return
+    if absent:
+        shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
+        print(f"note: {len(absent)} relevant document(s) are not in the index and count as misses: {shown}",
+              file=sys.stderr)
     names = list(next(iter(results.values())))
     print(f"{len(queries)} queries over {len(index)} chunks\n{'mode':8}" + "".join(f"{n:>11}" for n in names))
     for mode, metrics in results.items():

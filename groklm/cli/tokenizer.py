@@ -9,6 +9,10 @@ from pathlib import Path
 
 from groklm.errors import DataError, TokenizerError
 
+# The corpus names `groklm data prepare` accepts, as groklm.data.sources.NAMED_CORPORA (not
+# imported here: the data package loads torch); tests/test_hostile_journeys.py checks that they agree.
+NAMED_CORPORA = ("pystdlib", "shakespeare")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +24,9 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help())
 
     p = actions.add_parser("train", help="learn a tokenizer from text files or directories")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="text files or directories (read recursively)")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="text files, directories (read recursively; files that are not text are skipped and "
+                   f"counted), or a named corpus as `groklm data prepare` takes: {', '.join(NAMED_CORPORA)}")
     p.add_argument("--vocab-size", type=int, help="total tokens: 256 bytes + merges + special tokens (bpe)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write tokenizer.json into")
     p.add_argument("--type", choices=["bpe", "char"], default="bpe", help="byte-level BPE (default) or nanoGPT characters")
@@ -28,8 +34,11 @@ def register(subparsers) -> None:
     p.add_argument("--special", nargs="*", default=[], metavar="TOKEN", help="extra special tokens")
     p.add_argument("--min-frequency", type=int, default=2, help="stop when the best pair occurs fewer times (default 2)")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="non-UTF-8 input: fail (default) or replace with U+FFFD and warn")
+                   help="non-UTF-8 input: fail on a named file and skip one found in a directory (default), "
+                   "or replace the bad bytes with U+FFFD and warn")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--shakespeare-path", metavar="FILE",
+                   help="a local Tiny Shakespeare for `--input shakespeare` (else $GROKLM_SHAKESPEARE, the cache, or a download)")
     p.set_defaults(func=run_train)
 
     p = actions.add_parser("import", help="convert a tiktoken .tiktoken file or a HF tokenizer.json")
@@ -86,10 +95,27 @@ def _read_text(args) -> str:
     return sys.stdin.read()
 
 
+def training_inputs(specs: list[str], shakespeare_path: str | None = None) -> list:
+    """--input values as the trainer reads them: a corpus name through the resolver that
+    `groklm data prepare` uses (so both commands take the same names and files), a path as a
+    file or a directory."""
+    from groklm.tokenizer.corpus import FileGroup
+
+    inputs: list = []
+    for spec in specs:
+        if spec in NAMED_CORPORA:
+            from groklm.data.sources import resolve  # loads torch: only when a corpus is named
+
+            inputs.append(FileGroup(spec, tuple(resolve(spec, shakespeare_path).files)))
+        else:
+            inputs.append(Path(spec))
+    return inputs
+
+
 def run_train(args) -> None:
     from groklm.tokenizer import CharTokenizer, Tokenizer
 
-    inputs = [Path(p) for p in args.input]
+    inputs = training_inputs(args.input, args.shakespeare_path)
     if args.type == "char":
         tokenizer = CharTokenizer.train(inputs, special_tokens=args.special, progress=not args.no_progress, errors=args.errors)
     else:
@@ -134,11 +160,11 @@ def run_decode(args) -> None:
     raw = raw.strip()
     try:
         ids = json.loads(raw) if raw.startswith("[") else [int(x) for x in raw.replace(",", " ").split()]
-        if not all(isinstance(i, int) for i in ids):
+        if not all(type(i) is int for i in ids):  # (JSON true is not an id)
             raise ValueError
     except ValueError:
         raise TokenizerError("decode expects integer token ids, e.g. `groklm tokenizer decode --tokenizer DIR 15 27 9`") from None
-    sys.stdout.write(tokenizer.decode(ids) + "\n")
+    sys.stdout.write(tokenizer.decode(ids))  # exactly the text: a newline would be a character it lacks
 
 
 def run_show(args) -> None:

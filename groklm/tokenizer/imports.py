@@ -336,7 +336,9 @@ def _hf_pattern(pre, source: str) -> str:
 
 def _hf_byte_level(data: dict, model: dict, specials: dict[str, int], source: str) -> Tokenizer:
     if data.get("normalizer"):
-        raise TokenizerError(f"{source}: normalizers are not supported (this one is {data['normalizer'].get('type')})")
+        raise TokenizerError(f"{source}: normalizers are not supported over a byte-level BPE (this one is "
+                             f"{data['normalizer'].get('type')}); groklm reads a normalizer only in the SentencePiece "
+                             "style: Sequence[Prepend('▁'), Replace(' ', '▁')]")
     pattern = _hf_pattern(data.get("pre_tokenizer"), source)
     vocab: dict[str, int] = model["vocab"]
     alphabet = byte_alphabet()
@@ -387,7 +389,7 @@ def _byte_level_tokenizer(
 
 def _is_metaspace(data: dict) -> bool:
     """Is this a SentencePiece-style vocabulary ("▁" for spaces) rather than a byte-level one?"""
-    text = json.dumps([data.get("normalizer"), data.get("pre_tokenizer")])
+    text = json.dumps([data.get("normalizer"), data.get("pre_tokenizer")], ensure_ascii=False)  # "▁" as itself
     return "Metaspace" in text or SPACE in text or (bool(data["model"].get("byte_fallback")) and "ByteLevel" not in text)
 
 

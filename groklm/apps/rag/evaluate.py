@@ -8,6 +8,9 @@ A queries file has one JSON object per line:
 `relevant` lists chunk ids (judged chunk by chunk) or source files (judged document by
 document: a ranking of chunks becomes a ranking of their files, each file at its best rank).
 A file may be named by its full path or by any trailing part of it ("docs/train.md").
+A relevant entry that names nothing in the index (a file that was empty, unreadable or never
+indexed) cannot be found by any retriever: it counts as a miss, and the query keeps it in
+`absent` so the report can say how many there were.
 
 For one query with relevant set R and ranking r1, r2, ...:
 
@@ -23,12 +26,14 @@ and each metric is averaged over the queries.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from groklm.apps.rag.retrieve import MODES, rank
 from groklm.errors import DataError
 from groklm.jsonl import read_jsonl
+
+ABSENT = "\0absent:"  # prefix of a relevant entry that is in no ranking (no path or chunk id has a NUL)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Query:
     text: str
     relevant: set[str]
     by_source: bool  # True: `relevant` holds sources and hits are judged by their file
+    absent: list[str] = field(default_factory=list)  # relevant entries that are not in the index
 
 
 def recall_at_k(ranking: list[str], relevant: set[str], k: int) -> float:
@@ -69,7 +75,10 @@ def read_queries(path: str | Path, index) -> list[Query]:
             raise DataError("'relevant' is empty")
         if len(index.positions_of(relevant)) == len(relevant):
             return Query(text, set(relevant), by_source=False)
-        return Query(text, {resolve_source(name, sources, f"query {text!r}") for name in relevant}, True)
+        resolved = {name: resolve_source(name, sources, f"query {text!r}") for name in relevant}
+        absent = [name for name, source in resolved.items() if source is None]
+        # An absent entry stays in the relevant set under a name no ranking holds: a miss.
+        return Query(text, {source or f"{ABSENT}{name}" for name, source in resolved.items()}, True, absent)
 
     queries = read_jsonl(path, query, allow_empty=True)
     if not queries:
@@ -77,14 +86,20 @@ def read_queries(path: str | Path, index) -> list[Query]:
     return queries
 
 
-def resolve_source(name: str, sources: list[str], where: str) -> str:
-    """The one indexed source that `name` is, or ends with (as whole path components)."""
+def resolve_source(name: str, sources: list[str], where: str) -> str | None:
+    """The one indexed source that `name` is, or ends with (as whole path components); None
+    when nothing in the index is `name`. Several matches are an error: name more of the path."""
     tail = "/" + name.lstrip("./")
     matches = [s for s in sources if s == name or s.endswith(tail)]
-    if len(matches) != 1:
-        found = "no" if not matches else f"{len(matches)} ({', '.join(matches[:3])})"
-        raise DataError(f"{where}: relevant {name!r} matches {found} chunk id or source in the index")
-    return matches[0]
+    if len(matches) > 1:
+        raise DataError(f"{where}: relevant {name!r} matches {len(matches)} sources in the index "
+                        f"({', '.join(matches[:3])}); name more of its path")
+    return matches[0] if matches else None
+
+
+def absent_entries(queries: list[Query]) -> list[str]:
+    """Every relevant entry of the queries that is not in the index (once per query naming it)."""
+    return [name for query in queries for name in query.absent]
 
 
 def ranking_for(index, query: Query, mode: str, depth: int, query_vector) -> list[str]:

@@ -15,6 +15,11 @@ other generations are swept at the next write. Readers memory-map the vectors, s
 even a large index is instant. Writers take SQLite's write lock, and one that finds the index
 changed since it opened it stops with an error rather than overwrite the other's work.
 
+A damaged index (a truncated or foreign vector file, a meta value that is not the JSON this
+module wrote, chunks and vectors that disagree) is refused with a CheckpointError that says
+to rebuild it; arrays are never unpickled. The BM25 and FAISS files are derived from the
+chunks and vectors, so when they are damaged they are rebuilt instead.
+
 An index remembers the embedder it was built with (its `identity`): vectors from different
 models live in different spaces, so opening an index with another embedder is an error.
 Updates are incremental: a file's chunks are compared by id, and only new ones are embedded.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -33,12 +39,14 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+from tqdm import tqdm
 
 from groklm.apps.rag.chunk import Chunk, Chunker
 from groklm.apps.rag.embed import load_embedder
 from groklm.apps.rag.load import Document
 from groklm.apps.rag.vectors import ApproximateIndex
 from groklm.errors import CheckpointError, ConfigError, DataError
+from groklm.rundir import atomic_path
 
 DB_FILE = "index.sqlite"
 FORMAT = "groklm-rag-index"
@@ -55,6 +63,41 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_by_source ON chunks (source);
 """
 FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each meta value must be, checked whenever it is read: (test, what it should be).
+META = {
+    "format": (lambda v: isinstance(v, str), "a string"),
+    "version": (_is_int, "an integer"),
+    "embedder": (lambda v: isinstance(v, dict) and _is_int(v.get("dim")) and v["dim"] > 0, "an object with a dim"),
+    "embedder_spec": (lambda v: isinstance(v, str), "a string"),
+    "chunker": (lambda v: isinstance(v, dict) and _is_int(v.get("max_tokens")) and _is_int(v.get("overlap")),
+                "an object with max_tokens and overlap"),
+    "generation": (lambda v: _is_int(v) and v >= 0, "a whole number"),
+}
+
+
+def damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"the RAG index {path} is damaged ({what}); rebuild it: delete the folder and run "
+                           f"`groklm rag index YOUR_FILES --out {path}` again")
+
+
+def meta_value(path: Path, key: str, text: str | None):
+    """A meta value, parsed and checked (CheckpointError saying to rebuild when it is not)."""
+    if text is None:
+        raise damaged(path, f"the meta key {key!r} is missing")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise damaged(path, f"the meta key {key!r} is not valid JSON: {error}") from None
+    test, expected = META[key]
+    if not test(value):
+        raise damaged(path, f"the meta key {key!r} is {text[:100]!r}, not {expected}")
+    return value
 
 
 @dataclass
@@ -82,6 +125,8 @@ class Index:
     def create(cls, path: str | Path, embedder, max_tokens: int | None = None, overlap: int = 40) -> Index:
         """A new, empty index at `path` for vectors from `embedder`."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path} is a file: an index is a folder, give a new folder's path")
         if (path / DB_FILE).exists():
             raise ConfigError(f"{path} already holds an index (open it to update it)")
         max_tokens = max_tokens or min(200, embedder.max_tokens)
@@ -112,14 +157,16 @@ class Index:
             raise CheckpointError(f"{path} is not a groklm RAG index (no {DB_FILE}); build one with `groklm rag index`")
         db = sqlite3.connect(path / DB_FILE, timeout=60)  # a writer holds the lock for seconds at most
         try:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            db.execute("SELECT rowid, id, source, text, metadata FROM chunks LIMIT 1").fetchall()
         except sqlite3.DatabaseError as error:
-            raise CheckpointError(f"{path / DB_FILE} is not a readable index: {error}") from error
-        if json.loads(meta.get("format", "null")) != FORMAT or json.loads(meta["version"]) > VERSION:
+            raise damaged(path, f"{DB_FILE} cannot be read: {error}") from error
+        meta = {key: meta_value(path, key, rows.get(key)) for key in META}
+        if meta["format"] != FORMAT or meta["version"] > VERSION:
             raise CheckpointError(f"{path} was not written by this version of groklm's RAG index")
         if embedder is None:
-            embedder = load_embedder(json.loads(meta["embedder_spec"]), device=device)
-        built_with, given = json.loads(meta["embedder"]), embedder.identity
+            embedder = load_embedder(meta["embedder_spec"], device=device)
+        built_with, given = meta["embedder"], embedder.identity
         if built_with != given:
             raise ConfigError(
                 f"{path} was built with embedder {built_with}, but it is being opened with {given}: vectors of "
@@ -129,7 +176,7 @@ class Index:
 
     def meta(self, key: str):
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0])
+        return meta_value(self.path, key, row and row[0])
 
     # ---- the current generation's arrays ----------------------------------------------------
 
@@ -139,11 +186,21 @@ class Index:
 
     @cached_property
     def vectors(self) -> np.ndarray:
-        return load_array(self.generation_dir / "vectors.npy")
+        file, dim = self.generation_dir / "vectors.npy", self.embedder.identity["dim"]
+        vectors = load_array(file, self.path)
+        if vectors.dtype != np.float32 or vectors.shape != (len(self.rowids), dim):
+            raise damaged(self.path, f"{file.name} holds {vectors.dtype} {vectors.shape}, where the index needs "
+                          f"float32 ({len(self.rowids)}, {dim}): one row per chunk")
+        return vectors
 
     @cached_property
     def rowids(self) -> np.ndarray:
-        return load_array(self.generation_dir / "rowids.npy")
+        file = self.generation_dir / "rowids.npy"
+        rowids = load_array(file, self.path)
+        # Positions are found by binary search (positions_of), which needs increasing ids.
+        if rowids.dtype != np.int64 or rowids.ndim != 1 or np.any(rowids[1:] <= rowids[:-1]):
+            raise damaged(self.path, f"{file.name} is not the increasing int64 row ids it should be")
+        return rowids
 
     def __len__(self) -> int:
         return len(self.rowids)
@@ -157,7 +214,7 @@ class Index:
     def upsert(self, documents: list[Document], progress: bool = False) -> Changes:
         """Add the documents' files, or bring them up to date: chunks that disappeared are
         removed, new ones embedded and added, unchanged ones kept (their metadata refreshed)."""
-        chunks = self.chunker.chunk_all(documents)
+        chunks = self.chunker.chunk_all(tqdm(documents, desc="chunking", unit="doc", disable=not progress))
         sources = sorted({doc.source for doc in documents})
         existing = {
             chunk_id: rowid
@@ -219,7 +276,13 @@ class Index:
             part = rowids[start : start + 500]
             query = f"SELECT rowid, id, source, text, metadata FROM chunks WHERE rowid IN ({','.join('?' * len(part))})"
             for rowid, chunk_id, source, text, metadata in self.db.execute(query, part):
-                rows[rowid] = Chunk(chunk_id, source, text, json.loads(metadata))
+                try:
+                    rows[rowid] = Chunk(chunk_id, source, text, json.loads(metadata))
+                except json.JSONDecodeError as error:
+                    raise damaged(self.path, f"chunk {chunk_id} has metadata that is not valid JSON: {error}") from None
+        missing = [r for r in rowids if r not in rows]
+        if missing:
+            raise damaged(self.path, f"vector rows point at {len(missing)} chunk(s) the database does not hold")
         return [rows[r] for r in rowids]
 
     def positions_of(self, chunk_ids: list[str]) -> np.ndarray:
@@ -261,22 +324,50 @@ class Index:
     @cached_property
     def _bm25(self):
         folder = self.generation_dir / "bm25"
-        if folder.is_dir():
-            return bm25s.BM25.load(str(folder), show_progress=False)
+        existed = folder.is_dir()
+        if existed:
+            try:
+                retriever = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False)
+                if retriever.scores["num_docs"] == len(self):
+                    return retriever
+            except (ValueError, OSError, EOFError, KeyError, TypeError):
+                pass  # damaged (or cut short by a crash): derived from the chunks, so built again below
         texts = [text for (text,) in self.db.execute("SELECT text FROM chunks ORDER BY rowid")]
         retriever = bm25s.BM25()
         retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        retriever.save(str(folder), show_progress=False)
+        # bm25s writes several files: build the folder aside and move it into place whole, so
+        # a reader in another process never loads half of it.
+        staging = folder.with_name(f".bm25-{os.getpid()}-{secrets.token_hex(4)}")  # unique to this writer
+        try:
+            staging.mkdir()  # (not mkdtemp: its folder would be private to this user)
+        except OSError:
+            return retriever  # a read-only index: searched from memory, built again next time
+        try:
+            retriever.save(str(staging), show_progress=False)
+            if existed:  # it was damaged (never remove a sound one another process has just put in place)
+                shutil.rmtree(folder, ignore_errors=True)
+            os.rename(staging, folder)
+        except OSError:
+            pass  # another process put its own (equal) copy in place first
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return retriever
 
     @cached_property
     def approximate(self):
-        """The FAISS IVF index over the vectors (built and saved the first time)."""
+        """The FAISS IVF index over the vectors (built and saved the first time; built again
+        when its file is damaged or does not match the vectors)."""
         file = self.generation_dir / "approximate.faiss"
         if file.is_file():
-            return ApproximateIndex.load(file)
+            try:
+                approximate = ApproximateIndex.load(file)
+                if approximate.index.ntotal == len(self) and approximate.index.d == self.vectors.shape[1]:
+                    return approximate
+            except RuntimeError:  # FAISS reports an unreadable file as a RuntimeError
+                pass
         approximate = ApproximateIndex.build(self.vectors)
-        approximate.save(file)
+        with atomic_path(file) as tmp:
+            approximate.save(tmp)
         return approximate
 
 
@@ -291,9 +382,15 @@ def write_generation(path: Path, generation: int, vectors: np.ndarray, rowids: n
             os.fsync(handle.fileno())  # on disk before the commit that points at it
 
 
-def load_array(file: Path) -> np.ndarray:
+def load_array(file: Path, index_path: Path) -> np.ndarray:
+    """A memory-mapped array of the index; never unpickled (a file from anyone could run code)."""
     if not file.is_file():
         raise CheckpointError(f"{file} is missing: another process updated the index since it was opened "
                               "(open it again), or the index is damaged (rebuild it)")
-    array = np.load(file, mmap_mode="r")
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # truncated, not .npy, or pickled objects
+        raise damaged(index_path, f"{file.name} cannot be read: {error}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise damaged(index_path, f"{file.name} is not a single array")
     return np.asarray(array) if array.size == 0 else array

@@ -8,22 +8,31 @@ chunker's heading awareness works on web pages too.
 Nothing is dropped silently: every file that cannot be read, or holds no text, comes back in
 `skipped` with the reason. Folders are walked with a glob; hidden files and folders (".git")
 are not walked into.
+
+A file larger than `max_file_mb` (MAX_FILE_MB unless raised, `--max-file-mb` on the command
+line) is skipped with the reason before it is read: a megabyte of text is about 2,000 chunks
+and well over a minute of embedding on a CPU, so a 50 MB log or database dump picked up by a
+glob would silently cost an hour. Raise the limit for a file you do mean to index.
 """
 
 from __future__ import annotations
 
+import math
+import stat
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
+from tqdm import tqdm
 
 from groklm.errors import DataError
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 SUFFIXES = sorted([*TEXT_SUFFIXES, *HTML_SUFFIXES, ".pdf"])
+MAX_FILE_MB = 10.0  # per file; see the module doc
 
 
 @dataclass
@@ -50,22 +59,26 @@ class Loaded:
         return {doc.source for doc in self.documents}
 
 
-def load_paths(paths: list[str | Path], glob: str = "**/*") -> Loaded:
+def load_paths(paths: list[str | Path], glob: str = "**/*", max_file_mb: float = MAX_FILE_MB,
+               progress: bool = False) -> Loaded:
     """Load every file named in `paths`; folders are searched with `glob` (relative to each)."""
-    loaded = Loaded([], [])
+    entries: list[Path | Skipped] = []  # every file first, in order, so progress can count them
     for path in map(Path, paths):
         if path.is_dir():
-            files = sorted(f for f in path.glob(glob) if f.is_file() and not is_hidden(f.relative_to(path)))
+            entries += sorted(f for f in path.glob(glob) if f.is_file() and not is_hidden(f.relative_to(path)))
         elif path.exists():
-            files = [path]
+            entries.append(path)
         else:
-            loaded.skipped.append(Skipped(str(path), "does not exist"))
+            entries.append(Skipped(str(path), "does not exist"))
+    loaded = Loaded([], [])
+    for entry in tqdm(entries, desc="reading", unit="file", disable=not progress):
+        if isinstance(entry, Skipped):
+            loaded.skipped.append(entry)
             continue
-        for file in files:
-            try:
-                loaded.documents.extend(load_file(file))
-            except DataError as error:
-                loaded.skipped.append(Skipped(str(file.resolve()), str(error)))
+        try:
+            loaded.documents.extend(load_file(entry, max_file_mb))
+        except DataError as error:
+            loaded.skipped.append(Skipped(str(entry.resolve()), str(error)))
     return loaded
 
 
@@ -73,10 +86,11 @@ def is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def load_file(path: str | Path) -> list[Document]:
+def load_file(path: str | Path, max_file_mb: float = MAX_FILE_MB) -> list[Document]:
     """The documents of one file (a PDF gives one per page); DataError if it cannot be read."""
     path = Path(path)
     source, suffix = str(path.resolve()), path.suffix.lower()
+    check_size(path, max_file_mb)
     if suffix in TEXT_SUFFIXES:
         documents = [Document(source, read_text(path), TEXT_SUFFIXES[suffix])]
     elif suffix in HTML_SUFFIXES:
@@ -90,6 +104,19 @@ def load_file(path: str | Path) -> list[Document]:
     if not documents:
         raise DataError("no text in the file" + (" (a scanned PDF has only images)" if suffix == ".pdf" else ""))
     return documents
+
+
+def check_size(path: Path, max_file_mb: float) -> None:
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise DataError(f"cannot read: {error.strerror or error}") from error
+    if not stat.S_ISREG(status.st_mode):  # a device or a pipe has no size and may never end (/dev/zero)
+        raise DataError("not a regular file")
+    size_mb = status.st_size / 1e6
+    if size_mb > max_file_mb:
+        raise DataError(f"{size_mb:.1f} MB is more than the {max_file_mb:g} MB limit for one file; pass "
+                        f"--max-file-mb {math.ceil(size_mb)} (max_file_mb= in Python) to index it")
 
 
 def read_text(path: Path) -> str:
