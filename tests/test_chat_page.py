@@ -19,7 +19,7 @@ import pytest
 from groklm.infer.engine import Engine, SamplingParams
 from groklm.tokenizer.chat import render_prompt
 
-from helpers.servers import KEY, held, shared_server, wait_idle
+from helpers.servers import BLOCK_SIZE, KEY, held, wait_idle
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect  # waits without eval, which the page's CSP forbids
@@ -33,11 +33,6 @@ ANSWER = '.message[data-role="assistant"]'
 COMPLETIONS = "**/v1/chat/completions"
 SYSTEM = "Be brief."
 FIRST_WORDS = "Once upon"
-
-
-@pytest.fixture(scope="module")
-def server():
-    return shared_server()
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +175,21 @@ def test_stop_and_reset(server, page):
     expect(page.locator(".message")).to_have_count(0)
     assert sent_messages(page, "Hello") == alone("Hello")
     assert reply(page, "done").locator(".text").text_content() == hello
+
+
+def test_a_conversation_with_less_room_than_max_tokens_still_gets_its_reply(server, page):
+    """The server refuses a max_tokens the context cannot hold after the prompt, as OpenAI's does;
+    the page's "max tokens" is a ceiling, so it asks again without one and the reply runs to the
+    end of the context."""
+    connect(page)
+    settings(page, max_tokens=10 * BLOCK_SIZE)  # the page asks for at most the context: with the prompt, too much
+    asked = []
+    page.on("request", lambda request: asked.append(json.loads(request.post_data)) if request.method == "POST" else None)
+    send(page, "Hello")
+    answer = reply(page, "done")
+    assert [body.get("max_tokens") for body in asked] == [BLOCK_SIZE - 1, None]
+    assert answer.locator(".text").text_content() == greedy(server, alone("Hello"), BLOCK_SIZE)
+    expect(page.locator("#status")).to_be_empty()
 
 
 def story_begins_and_stalls(page, stalled) -> None:

@@ -13,13 +13,18 @@ function headers() {
   return result;
 }
 
-async function errorMessage(response) {
+async function errorOf(response) {
+  // The server's error object ({message, code, ...}), or one that says the status.
   try {
     const body = await response.json();
-    return body.error.message;
+    return body.error;
   } catch {
-    return `HTTP ${response.status}`;
+    return { message: `HTTP ${response.status}`, code: null };
   }
+}
+
+async function errorMessage(response) {
+  return (await errorOf(response)).message;
 }
 
 async function loadModel() {
@@ -86,8 +91,8 @@ async function* events(response) {
 }
 
 function maxTokens() {
-  // The server refuses a max_tokens its context cannot hold (as OpenAI's does): never ask a
-  // small model for more than its whole context.
+  // The server refuses a max_tokens its context cannot hold after the prompt (as OpenAI's does):
+  // never ask a small model for more than its whole context (send() handles a long conversation).
   const asked = Math.max(1, Number($("max-tokens").value) || 256);
   return state.context ? Math.min(asked, Math.max(1, state.context - 1)) : asked;
 }
@@ -127,10 +132,19 @@ async function send(text) {
   setBusy(true);
   let reply = "";
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(request()), signal: controller.signal,
+    const post = (body) => fetch("/v1/chat/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
     });
-    if (!response.ok) throw new Error(await errorMessage(response));
+    let response = await post(request());
+    if (!response.ok) {
+      const error = await errorOf(response);
+      // "Max tokens" is a ceiling, not a demand: when the conversation leaves less room than that,
+      // ask again without it and let the reply run to the end of the context.
+      if (error.code !== "context_length_exceeded") throw new Error(error.message);
+      const { max_tokens: _, ...rest } = request();
+      response = await post(rest);
+      if (!response.ok) throw new Error(await errorMessage(response));
+    }
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) {
