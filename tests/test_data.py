@@ -69,7 +69,8 @@ def test_directories_are_read_recursively_in_path_order_skipping_binary_and_hidd
         (corpus / name).write_text(text)
     (corpus / "image.bin").write_bytes(b"\x89PNG\x00\x01\x02")
     (corpus / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))  # not UTF-8: skipped
-    meta = prepare([str(corpus)], "char", tmp_path / "data", val_fraction=0.0, progress=False)
+    with pytest.warns(UserWarning, match=r"skipped 2 of 5 files that are not text \(binary, or not valid UTF-8\): image.bin, latin1.txt"):
+        meta = prepare([str(corpus)], "char", tmp_path / "data", val_fraction=0.0, progress=False)
     tokenizer = load_tokenizer(tmp_path / "data" / "tokenizer")
     assert tokenizer.decode(tokens_of(tmp_path / "data").tolist()) == "first<|endoftext|>third<|endoftext|>second"
     assert meta["documents"] == 3 and meta["sources"][0]["files"] == 5
@@ -186,7 +187,7 @@ def test_bad_sources_and_settings(tmp_path):
         prepare(["no/such/thing"], "char", tmp_path / "out", progress=False)
     with pytest.raises(DataError, match="holds no files"):
         prepare([str(tmp_path / "empty")], "char", tmp_path / "out", progress=False)
-    with pytest.raises(DataError, match="empty"):
+    with pytest.raises(DataError, match="empty"), pytest.warns(UserWarning, match="skipped 1 of 1 files that are not text"):
         prepare([str(tmp_path / "binary")], "char", tmp_path / "out", progress=False)
     with pytest.raises(TokenizerError, match="does not exist"):
         prepare([str(tmp_path / "ok.txt")], str(tmp_path / "no-tokenizer"), tmp_path / "out", progress=False)

@@ -18,6 +18,7 @@ import hashlib
 import os
 import sysconfig
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +30,7 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 NAMED_CORPORA = ("pystdlib", "shakespeare")
+SKIPPED_NAMED = 3  # how many skipped files the warning names
 
 # Parts of the standard library that are not ordinary source: test suites full of deliberately
 # broken files, third-party packages installed next to it, and generated tables (codec maps in
@@ -142,9 +144,17 @@ def read_text(path: Path) -> str | None:
 
 
 def iter_documents(sources: list[Source]) -> Iterator[tuple[Path, str]]:
-    """Yield (path, text) for every non-empty text file of every source, in order."""
+    """Yield (path, text) for every non-empty text file of every source, in order; one warning
+    per source counts (and names a few of) the files skipped as not text."""
     for source in sources:
+        skipped = []
         for path in source.files:
             text = read_text(path)
-            if text:
+            if text is None:
+                skipped.append(path)
+            elif text:
                 yield path, text
+        if skipped:
+            names = ", ".join(p.name for p in skipped[:SKIPPED_NAMED]) + (", ..." if len(skipped) > SKIPPED_NAMED else "")
+            warnings.warn(f"{source.spec}: skipped {len(skipped)} of {len(source.files)} files that are not text "
+                          f"(binary, or not valid UTF-8): {names}", stacklevel=2)
