@@ -155,7 +155,8 @@ def fuzz(server, http, route: str, bodies: st.SearchStrategy, normal: dict) -> N
     @given(body=bodies)
     def every_body(body):
         assert_answered(post(http, route, body))
-        assert http.post(route, json=normal).status_code == 200
+        after = http.post(route, json=normal)
+        assert after.status_code == 200, (after.status_code, after.text, http.get("/health").json(), body)
 
     before = resident_mb(server)
     every_body()
