@@ -1,6 +1,7 @@
 """`groklm export` and `groklm import`: trade models with the Hugging Face ecosystem.
 
     groklm export RUN --to hf DIR                        # then: AutoModelForCausalLM.from_pretrained(DIR)
+    groklm export RUN --to gguf model.gguf --type q8_0   # one file for llama.cpp, ollama, LM Studio
     groklm import model.gguf --out RUN                   # a llama.cpp file (llama, qwen2, gpt2) -> a run
     groklm import HF_DIR --out RUN                       # a local GPT-2 / Llama-family checkpoint -> a run
     groklm import hf:ORG/NAME --out RUN                  # the same, downloaded from the Hub
@@ -16,17 +17,23 @@ from pathlib import Path
 def register(subparsers) -> None:
     export = subparsers.add_parser(
         "export",
-        help="write a run as a Hugging Face transformers checkpoint",
+        help="write a run as a Hugging Face transformers checkpoint or a GGUF file",
         description=(
-            "Write the model (and tokenizer) of RUN so that transformers can load it: a GPT-2-shaped "
-            "run becomes GPT2LMHeadModel, a Llama-shaped run LlamaForCausalLM."
+            "Write the model (and tokenizer) of RUN for other tools. --to hf: a folder transformers loads "
+            "(a GPT-2-shaped run becomes GPT2LMHeadModel, a Llama-shaped run LlamaForCausalLM). --to gguf: "
+            "one .gguf file for llama.cpp, ollama and LM Studio (architecture gpt2, llama, or qwen2 for a "
+            "Llama shape with q/k/v biases), with the tokenizer and the chat template in its metadata."
         ),
     )
     export.add_argument("run", type=Path, metavar="RUN", help="run directory")
-    export.add_argument("out", type=Path, metavar="DIR", help="folder to write (created)")
-    export.add_argument("--to", choices=["hf"], required=True, help="target format (hf: Hugging Face)")
-    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="precision of the written weights (default float32)")
+    export.add_argument("out", type=Path, metavar="OUT", help="--to hf: folder to write (created); --to gguf: the .gguf file")
+    export.add_argument("--to", choices=["hf", "gguf"], required=True,
+                        help="target format (hf: Hugging Face folder; gguf: llama.cpp file)")
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="--to hf: precision of the written weights (default float32)")
+    export.add_argument("--type", dest="quant", choices=["f32", "f16", "q8_0"], default=None,
+                        help="--to gguf: type of the weight matrices (default f32; q8_0 is about a quarter of f32's "
+                             "size; norms and biases stay f32)")
     export.set_defaults(func=run_export)
 
     imp = subparsers.add_parser(
@@ -53,12 +60,33 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from groklm.errors import ConfigError
+
+    if args.to == "gguf":
+        if args.dtype is not None:
+            raise ConfigError("--dtype is for --to hf; a GGUF export takes --type f32|f16|q8_0")
+        return run_export_gguf(args)
+    if args.quant is not None:
+        raise ConfigError("--type is for --to gguf; a Hugging Face export takes --dtype float32|bfloat16|float16")
     from groklm.interop.hf import export_run
 
-    family, tokenizer_note = export_run(args.run, args.out, dtype=args.dtype)
+    family, tokenizer_note = export_run(args.run, args.out, dtype=args.dtype or "float32")
     architecture = "GPT2LMHeadModel" if family == "gpt2" else "LlamaForCausalLM"
     print(f"wrote {args.out} ({architecture}); {tokenizer_note}")
     print(f"load it with: AutoModelForCausalLM.from_pretrained({str(args.out)!r})")
+
+
+def run_export_gguf(args: argparse.Namespace) -> None:
+    from groklm.interop.gguf_export import export_gguf
+
+    result = export_gguf(args.run, args.out, quant=args.quant or "f32")
+    size = result.path.stat().st_size / 2**20
+    types = ", ".join(f"{count} {name}" for name, count in result.tensor_types.items())
+    print(f"wrote {result.path} ({size:.1f} MiB): architecture {result.architecture}, {result.quant} "
+          f"(tensors: {types}), {result.vocab_size} tokens")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"run it with: llama-cli -m {str(result.path)!r}  (or: groklm import {str(result.path)!r} --out RUN)")
 
 
 def run_import(args: argparse.Namespace) -> None:
