@@ -46,7 +46,7 @@ TOKENIZER_DIR = "tokenizer"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 
-STAGES = ("pretrain", "sft", "reward", "dpo", "ppo", "grpo", "seq2seq", "distill", "import")
+STAGES = ("pretrain", "sft", "reward", "dpo", "ppo", "grpo", "seq2seq", "distill", "import", "merge")
 # Settings that runs written before the one schema kept at the top level: {key: its section}.
 OLD_SECTION_KEYS = {
     "preset": "pretrain",

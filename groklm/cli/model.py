@@ -40,6 +40,16 @@ def register(subparsers) -> None:
     attention.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     attention.set_defaults(func=run_attention)
 
+    merge = subparsers.add_parser(
+        "merge",
+        help="fold a LoRA run's adapters into its weights, giving a plain run",
+        description="Write W + (alpha/r) B A for every adapter of the LoRA run RUN into a new run directory, "
+                    "which loads, fine-tunes and exports without the base run or LoRA.",
+    )
+    merge.add_argument("run", type=Path, metavar="RUN", help="a LoRA run (groklm sft ... --set lora_rank=16)")
+    merge.add_argument("--out", type=Path, required=True, help="the new run directory")
+    merge.set_defaults(func=run_merge)
+
 
 def pick_device(name: str) -> str:
     """--device: auto is the best this machine has; asking for CUDA without it is an error."""
@@ -112,3 +122,10 @@ def run_attention(args: argparse.Namespace) -> None:
     out = args.out if args.out is not None else args.run / "attention"
     paths = save_attention_maps(model, tokenizer, args.text, out)
     print(f"wrote {len(paths)} heat maps ({model.config.n_head} heads each) to {out}")
+
+
+def run_merge(args: argparse.Namespace) -> None:
+    from groklm.runs import merge_run
+
+    out = merge_run(args.run, args.out)
+    print(f"merged the adapters of {args.run} into {out}", file=sys.stderr)

@@ -85,7 +85,9 @@ def register_sft(subparsers) -> None:
         help="supervised fine-tuning: teach a run to answer chats (ChatML)",
         description="Fine-tune the model of RUN (pretrained, imported or already fine-tuned) on "
         "conversations, training only on what the assistant says. Any TrainConfig field (and dropout) "
-        "can be set with --set key=value; the model's shape and tokenizer come from RUN.",
+        "can be set with --set key=value; the model's shape and tokenizer come from RUN. "
+        "--set lora_rank=16 lora_alpha=32 lora_targets=attn,mlp trains LoRA adapters on the frozen "
+        "base instead, and the run stores only them (groklm merge folds them in).",
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="the base run directory (not needed with --resume)")
     parser.add_argument("--data", metavar="FILE.jsonl|synthetic[:task,task]",

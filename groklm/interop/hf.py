@@ -32,8 +32,10 @@ from safetensors.torch import load_file, save_file
 
 from groklm.errors import CheckpointError, ConfigError
 from groklm.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
+from groklm.model.arch import load_model
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT
+from groklm.model.lora import merge_lora
 from groklm.rundir import TOKENIZER_DIR, atomic_path, read_config, read_json, write_json
 from groklm.tokenizer import load_tokenizer
 
@@ -448,7 +450,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32")
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     family_of(GPTConfig.from_dict(read_config(run_dir)["model"]))  # refuse before loading weights
-    model = GPT.from_run(run_dir)
+    model = merge_lora(load_model(run_dir))  # a LoRA run: its adapters folded into the weights
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR) if (run_dir / TOKENIZER_DIR).is_dir() else None
     eot = tokenizer.eot_id if tokenizer is not None else None
     family = export_model(model, out_dir, bos_id=eot, eos_id=eot, dtype=dtype)

@@ -1,5 +1,6 @@
 """Models: the decoder-only transformer (GPT), recurrent LMs (rnn, lstm, gru), the BERT-style
-encoder, their configurations, and `load_model(run)` for whichever a run directory holds.
+encoder, their configurations, LoRA adapters (lora.py), and `load_model(run)` for whichever a
+run directory holds.
 
     from groklm.model import GPT, GPTConfig
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64))
@@ -11,6 +12,8 @@ from groklm.model.arch import load_model
 from groklm.model.config import GPTConfig
 from groklm.model.encoder import Encoder, EncoderConfig
 from groklm.model.gpt import GPT
+from groklm.model.lora import LoRALinear, apply_lora, load_lora_state_dict, lora_state_dict, merge_lora
 from groklm.model.rnn import RecurrentLM, RNNConfig
 
-__all__ = ["GPT", "GPTConfig", "RNNConfig", "RecurrentLM", "load_model", "Encoder", "EncoderConfig"]
+__all__ = ["GPT", "GPTConfig", "RNNConfig", "RecurrentLM", "load_model", "Encoder", "EncoderConfig",
+           "LoRALinear", "apply_lora", "merge_lora", "lora_state_dict", "load_lora_state_dict"]

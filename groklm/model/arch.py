@@ -1,6 +1,7 @@
 """Which model a run holds: config.json's "arch" names it, this module builds and loads it.
 
-    gpt              the decoder transformer (GPTConfig, gpt.py), with or without MoE
+    gpt              the decoder transformer (GPTConfig, gpt.py), with or without MoE, with or
+                     without LoRA adapters (a "lora" section: the base run's weights + adapters)
     rnn, lstm, gru   recurrent language models (RNNConfig, rnn.py); the arch is the cell
 
 Every language model here answers the same calls: model(idx, targets) -> (logits, loss),
@@ -16,6 +17,7 @@ from pathlib import Path
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT
+from groklm.model.lora import apply_lora_section, check_lora_base, load_trained_weights
 from groklm.model.rnn import RecurrentLM, RNNConfig
 from groklm.model.weights import load_weights
 from groklm.rundir import WEIGHTS_FILE, read_config
@@ -55,5 +57,11 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu"):
     if arch not in LM_ARCHS:
         raise CheckpointError(f"{run_dir} holds a {arch!r} model, not a language model ({', '.join(LM_ARCHS)})")
     model = build_model(arch, make_config(arch, saved["model"]))
-    load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+    if "lora" in saved:
+        # A LoRA run holds only adapters: the base run's weights (checked unchanged), then them.
+        load_weights(model, check_lora_base(saved["lora"], run_dir) / WEIGHTS_FILE)
+        apply_lora_section(model, saved["lora"])
+        load_trained_weights(model, run_dir)
+    else:
+        load_weights(model, Path(run_dir) / WEIGHTS_FILE)
     return model.to(device).eval()

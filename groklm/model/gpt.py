@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from groklm.errors import CheckpointError
 from groklm.model.attention import CausalSelfAttention
 from groklm.model.config import GPTConfig
 from groklm.model.kv_cache import KVCache
@@ -235,7 +236,13 @@ class GPT(nn.Module):
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "GPT":
         """Load the model a run directory holds (config.json + model.safetensors)."""
-        config = GPTConfig.from_dict(read_config(run_dir)["model"])
+        saved = read_config(run_dir)
+        if "lora" in saved:  # adapters only: their base and LoRA live in lora.py, above this module
+            raise CheckpointError(
+                f"{run_dir} is a LoRA run (adapters on top of {saved['lora']['base']}): load it with "
+                f"groklm.load, which adds the adapters, or merge it first (groklm merge {run_dir} --out MERGED)"
+            )
+        config = GPTConfig.from_dict(saved["model"])
         model = cls(config)
         load_weights(model, Path(run_dir) / WEIGHTS_FILE)
         return model.to(device).eval()

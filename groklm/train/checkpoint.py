@@ -1,7 +1,7 @@
 """Checkpoints: everything needed to continue a run exactly where it stopped.
 
     RUN/checkpoint/
-      model.safetensors   the weights
+      model.safetensors   the weights (adapters.safetensors instead for a LoRA run: only the adapters)
       trainer.pt          optimizer (AdamW moments), grad scaler, RNG states (torch, cuda, numpy, python)
       state.json          step, elapsed time, data position
 
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from groklm.errors import CheckpointError
-from groklm.model.weights import load_weights, save_weights
-from groklm.rundir import CHECKPOINT_DIR, WEIGHTS_FILE, atomic_path, read_json, write_json
+from groklm.model.lora import load_trained_weights, save_trained_weights
+from groklm.rundir import CHECKPOINT_DIR, atomic_path, read_json, write_json
 
 TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"
@@ -36,7 +36,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: dict) -> Pat
     new, old = final.with_name(f".{CHECKPOINT_DIR}.new"), final.with_name(f".{CHECKPOINT_DIR}.old")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    save_weights(model, new / WEIGHTS_FILE)
+    save_trained_weights(model, new)
     with atomic_path(new / TRAINER_FILE) as tmp:
         torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state()}, tmp)
     write_json(new / STATE_FILE, state)
@@ -61,7 +61,7 @@ def load_checkpoint(folder: Path, model, optimizer, scaler) -> dict:
     state = read_json(folder / STATE_FILE)
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{folder / STATE_FILE} is corrupt: no step")
-    load_weights(model, folder / WEIGHTS_FILE)
+    load_trained_weights(model, folder)
     path = folder / TRAINER_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; the checkpoint is incomplete")

@@ -39,6 +39,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
+    # LoRA (groklm/model/lora.py): train low-rank adapters on a frozen base instead of every weight.
+    lora_rank: int = 0  # 0: full fine-tuning; r >= 1: rank-r adapters (the run stores only them)
+    lora_alpha: float | None = None  # the adapters' output is scaled by alpha / rank; None: 2 * rank
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    lora_targets: str = "attn,mlp"  # groups (attn, mlp), projections (q,k,v,o,gate,up,down) or name patterns
 
     def __post_init__(self) -> None:
         self.validate()
@@ -62,6 +67,20 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be 0 (full fine-tuning) or a positive integer, got {self.lora_rank!r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ConfigError(f"lora_alpha must be > 0 (or none for 2 * lora_rank), got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    @property
+    def lora(self) -> dict | None:
+        """The LoRA settings ({rank, alpha, dropout, targets}), or None for full fine-tuning."""
+        if not self.lora_rank:
+            return None
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
+        return {"rank": self.lora_rank, "alpha": alpha, "dropout": self.lora_dropout, "targets": self.lora_targets}
 
     def to_dict(self) -> dict:
         return asdict(self)

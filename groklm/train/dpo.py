@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from groklm.errors import ConfigError
-from groklm.model import GPT
+from groklm.model import GPT, GPTConfig
+from groklm.model.lora import apply_lora_section, lora_disabled
 from groklm.rundir import read_config
 from groklm.train.preferences import check_finite, open_pair_run, resolve_base, resolve_data, sequence_logps, train_on_pairs
+from groklm.train.stage import resolve_lora
 
 STAGE = "dpo"
 LOSSES = ("sigmoid", "ipo")
@@ -68,17 +70,32 @@ def dpo_loss(
 def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, sft_weight: float = 0.0):
     """loss_fn(policy, (ids, response, lengths)) for the training loop.
 
+    reference: the frozen reference model, or None for a LoRA policy, whose reference is its
+    own base with the adapters switched off: the same function as the starting model, without
+    a second copy of the weights.
+
     sft_weight adds that much of the chosen replies' per-token negative log-likelihood (the
     "RPO" term). Plain DPO only cares about the *gap* between chosen and rejected, and often
     widens it by pushing both down; small models then drift to empty or odd replies. The NLL
     term keeps the chosen replies likely while the gap grows."""
     average = loss_type == "ipo"
 
+    def reference_logps(policy, ids, response, average):
+        if reference is not None:
+            return sequence_logps(reference, ids, response, average)
+        was_training = policy.training
+        policy.eval()  # a reference never drops out
+        try:
+            with lora_disabled(policy):
+                return sequence_logps(policy, ids, response, average)
+        finally:
+            policy.train(was_training)
+
     def loss_fn(policy, batch):
         ids, response, _ = batch
         policy_chosen, policy_rejected = sequence_logps(policy, ids, response, average).chunk(2)
         with torch.no_grad():
-            ref_chosen, ref_rejected = sequence_logps(reference, ids, response, average).chunk(2)
+            ref_chosen, ref_rejected = reference_logps(policy, ids, response, average).chunk(2)
         losses, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
                                             beta, loss_type, label_smoothing)
         loss = losses.mean()
@@ -128,13 +145,19 @@ def train_dpo(
         raise ConfigError("label smoothing applies to the sigmoid loss only; drop --label-smoothing or use --loss sigmoid")
     if resume and read_config(base)["model"] != model_config:
         raise ConfigError(f"the reference run {base} no longer matches the model this run started from")
+    lora = resolve_lora(cfg, base, saved, run_dir.path, GPTConfig.from_dict(model_config))
     config = {"stage": STAGE, "parent": base, "arch": "gpt", "model": model_config, "train": cfg.to_dict(),
               "data": {"spec": data, "val": val},
               STAGE: {"beta": beta, "loss": loss_type, "label_smoothing": smoothing, "sft_weight": sft_weight}}
+    if lora is not None:
+        config["lora"] = lora
 
     def build(device):
         reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
         reference.requires_grad_(False)
+        if lora is not None:  # one copy: the policy is the base plus adapters, the reference it without them
+            apply_lora_section(reference, lora)
+            return reference.train(), dpo_loss_fn(None, beta, loss_type, smoothing, sft_weight)
         policy = copy.deepcopy(reference).requires_grad_(True).train()
         return policy, dpo_loss_fn(reference, beta, loss_type, smoothing, sft_weight)
 

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from groklm.errors import ConfigError, DataError
 from groklm.jsonl import read_jsonl, write_jsonl
-from groklm.model.weights import save_weights
-from groklm.rundir import METRICS_FILE, WEIGHTS_FILE
+from groklm.model.lora import save_trained_weights
+from groklm.rundir import METRICS_FILE
 from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from groklm.train.config import TrainConfig
 from groklm.train.distributed import Distributed
@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
             # The data position is the step: batches are a function of (seed, step).
             state = {"step": done, "elapsed": time.perf_counter() - start, "data": {"next_step": done}}
             save_checkpoint(s.run_dir, s.model, optimizer, scaler, state)
-            save_weights(s.model, s.run_dir / WEIGHTS_FILE)
+            save_trained_weights(s.model, s.run_dir)
         clock, last_step = time.perf_counter(), done
     bar.close()
     return record
@@ -204,7 +204,7 @@ def train_and_save(cfg: TrainConfig, s: Setup, title: str, resume: bool = False,
     what every stage built on this loop does last."""
     record = train(cfg, s, resume=resume, progress=progress)
     if s.dist.is_main:
-        save_weights(s.model, s.run_dir / WEIGHTS_FILE)
+        save_trained_weights(s.model, s.run_dir)
         plot_loss(s.run_dir / METRICS_FILE, s.run_dir / LOSS_PLOT, title=title)
     return record
 

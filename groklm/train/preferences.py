@@ -178,6 +178,9 @@ def resolve_base(run, saved: dict | None) -> tuple[Path, dict]:
     if run is None:
         raise ConfigError("name the GPT run to start from: groklm <stage> RUN --data ... --out DIR")
     config = read_config(run)
+    if "lora" in config:
+        raise CheckpointError(f"{run} is a LoRA run (adapters only): merge it first "
+                              f"(groklm merge {run} --out MERGED) and start from the merged run")
     if config["arch"] != "gpt":
         raise CheckpointError(f"{run} holds a {config['arch']!r} model; start from a GPT run (pretrain, sft or dpo)")
     if not (Path(run) / TOKENIZER_DIR).is_dir():

@@ -26,11 +26,13 @@ import torch.nn.functional as F
 
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model import GPT, GPTConfig
+from groklm.model.lora import apply_lora_section, check_lora_base, load_trained_weights
 from groklm.model.weights import load_weights
 from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
 from groklm.tokenizer.chat import render_chat
 from groklm.tokenizer.load import load_tokenizer
 from groklm.train.preferences import check_finite, open_pair_run, resolve_base, resolve_data, train_on_pairs
+from groklm.train.stage import resolve_lora
 
 STAGE = "reward"
 # Fine-tuning settings: a low learning rate keeps most of what the base model knows.
@@ -89,8 +91,12 @@ class RewardModel(nn.Module):
         config = read_config(run_dir)
         if config.get("arch") != "reward":
             raise CheckpointError(f"{run_dir} is not a reward model (its arch is {config.get('arch')!r}); train one with `groklm reward`")
-        model = cls(GPT(GPTConfig.from_dict(config["model"])))
-        load_weights(model, Path(run_dir) / WEIGHTS_FILE)
+        backbone = GPT(GPTConfig.from_dict(config["model"]))
+        if "lora" in config:  # the base run's weights, its adapters, then the adapters and head saved here
+            load_weights(backbone, check_lora_base(config["lora"], run_dir) / WEIGHTS_FILE)
+            apply_lora_section(backbone, config["lora"])
+        model = cls(backbone)
+        load_trained_weights(model, run_dir)
         if (Path(run_dir) / TOKENIZER_DIR).is_dir():
             model.tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_DIR)
         return model.to(device).eval()
@@ -130,12 +136,18 @@ def train_reward(
     if margin is None:
         margin = saved[STAGE]["margin"] if saved else 0.0
     margin = check_finite("margin", margin)
+    lora = resolve_lora(cfg, base, saved, run_dir.path, GPTConfig.from_dict(model_config))
     config = {"stage": STAGE, "parent": base, "arch": "reward", "model": model_config, "train": cfg.to_dict(),
               "data": {"spec": data, "val": val}, STAGE: {"margin": margin}}
+    if lora is not None:
+        config["lora"] = lora
 
     def build(device):
-        # On resume the checkpoint brings the weights; the base run need not exist any more.
-        backbone = GPT(GPTConfig.from_dict(model_config)) if resume else GPT.from_run(base)
+        # On resume the checkpoint brings the weights (the base run need not exist any more),
+        # except for LoRA, whose checkpoint holds only the adapters and the head.
+        backbone = GPT(GPTConfig.from_dict(model_config)) if resume and lora is None else GPT.from_run(base)
+        if lora is not None:  # the backbone frozen with adapters; the head, outside it, trains in full
+            apply_lora_section(backbone, lora)
         return RewardModel(backbone).to(device).train(), reward_loss_fn(margin)
 
     return train_on_pairs(run_dir, base, config, cfg, build, skip_bad_lines, resume, progress)

@@ -23,6 +23,7 @@ from groklm.data.chat_data import load_sft_jsonl
 from groklm.errors import CheckpointError, ConfigError, DataError, GroklmError
 from groklm.model import GPT, GPTConfig
 from groklm.model.gpt import IGNORE_INDEX
+from groklm.model.lora import apply_lora_section
 from groklm.model.weights import load_weights
 from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
 from groklm.tasks import make_sft
@@ -30,7 +31,7 @@ from groklm.tokenizer import load_tokenizer
 from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template, render_chat
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.packing import batch_rows, conversation_example, pack
-from groklm.train.stage import Place, open_run, run_stage
+from groklm.train.stage import Place, open_run, resolve_lora, run_stage
 
 STAGE = "sft"
 # Fine-tuning nudges weights that already know the language: a lower peak learning rate than
@@ -86,19 +87,29 @@ def sft(
         model_cfg, train_cfg = resolve_config(read_config(base), overrides or {}, SFT_DEFAULTS)
         tokenizer = load_tokenizer(base / TOKENIZER_DIR)
     model_cfg = GPTConfig.from_dict(model_cfg)
+    # LoRA: the run will store adapters and a reference to the base (with its weights' hash).
+    lora = resolve_lora(train_cfg, base, saved, run.path, model_cfg)
     check_tokenizer(tokenizer, model_cfg.vocab_size, base)
     train_rows, val_rows, data_info = build_rows(
         tokenizer, data, val_data, model_cfg.block_size, train_cfg.seed, skip_bad_lines, synthetic_n, synthetic_chatty)
     data_info["skip_bad_lines"] = skip_bad_lines
     config = {"stage": STAGE, "parent": base, "arch": "gpt", "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
               "data": data_info}
+    if lora is not None:
+        config["lora"] = lora
 
     def build(place: Place):
         # GPT.from_run, but built from this run's config: the base's shape, this run's dropout.
         model = GPT(model_cfg)
-        if not resume:  # on resume the checkpoint holds the weights
+        if not resume or lora is not None:  # on resume the checkpoint holds the weights (or the adapters)
             load_weights(model, base / WEIGHTS_FILE)
         model.to(place.device)
+        if lora is not None:  # freeze the base, wrap the target layers (adapters in float32, on the device)
+            wrapped = apply_lora_section(model, lora)
+            if place.dist.is_main:
+                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                print(f"LoRA rank {lora['rank']} on {len(wrapped)} layers: {trainable:,} trainable parameters "
+                      f"of {model.num_params():,}", file=sys.stderr, flush=True)
         if place.dist.is_main:
             print(f"SFT of {base}: {data_info['conversations']:,} chats in {len(train_rows):,} rows "
                   f"({data_info['fill']:.0%} full), {data_info['val_conversations']:,} val chats, "
@@ -117,6 +128,9 @@ def check_base_run(base_run, out: Path) -> Path:
         raise ConfigError("SFT needs a base run directory to start from (groklm sft RUN ...)")
     base = Path(base_run)
     config = read_config(base)  # a clear error if it is missing or not a run
+    if "lora" in config:
+        raise CheckpointError(f"{base} is a LoRA run (adapters only): merge it first "
+                              f"(groklm merge {base} --out MERGED) and fine-tune the merged run")
     if config["arch"] != "gpt":
         raise CheckpointError(f"{base} holds a {config['arch']!r} model; SFT fine-tunes GPT runs")
     if not (base / WEIGHTS_FILE).is_file():

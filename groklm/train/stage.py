@@ -27,6 +27,9 @@ import numpy as np
 import torch
 
 from groklm.errors import ConfigError
+from groklm.model.config import GPTConfig
+from groklm.model.gpt import GPT
+from groklm.model.lora import apply_lora_section, check_lora_base, lora_section
 from groklm.rundir import RunDir
 from groklm.train.checkpoint import find_checkpoint
 from groklm.train.config import TrainConfig
@@ -51,6 +54,29 @@ def open_run(out: str | os.PathLike, stages: str | tuple[str, ...], resume: bool
                           "resume it with its own command")
     find_checkpoint(run.path)
     return run, saved
+
+
+def resolve_lora(train_cfg: TrainConfig, base: Path, saved: dict | None, run_path: Path, model_config: GPTConfig) -> dict | None:
+    """The "lora" section of a stage's config.json, or None for full fine-tuning.
+
+    Fresh: from the lora_* training keys, with the base run's reference and weights hash.
+    Resumed: the saved one (its checkpoint holds only adapters, so the base must still be there,
+    unchanged), and the lora_* keys cannot change. Either way the targets and rank are checked
+    against a weightless copy of the model here, before anything is written."""
+    if saved is not None:
+        lora = saved.get("lora")
+        if lora is not None:
+            check_lora_base(lora, run_path)
+        if (lora is None) != (train_cfg.lora is None) or (
+                lora and any(lora[key] != value for key, value in train_cfg.lora.items())):
+            raise ConfigError(f"{run_path} was trained with LoRA settings {lora or 'none'}; "
+                              "a resumed run keeps them: leave the lora_* keys out of --set")
+    else:
+        lora = lora_section(base, **train_cfg.lora) if train_cfg.lora else None
+    if lora is not None:
+        with torch.device("meta"):  # no memory, no weights: only the layer shapes matter
+            apply_lora_section(GPT(model_config), lora)
+    return lora
 
 
 def seed_everything(seed: int) -> None:
@@ -82,6 +108,10 @@ def stage_process(run: RunDir, config: dict, train_cfg: TrainConfig, resume: boo
     Place; leave the group however the stage ends.
 
     distributed=False: one process whatever the environment says (a stage with nothing to share out)."""
+    if train_cfg.lora_rank and "lora" not in config:
+        # A stage that does not wrap its model would silently train every weight instead.
+        raise ConfigError(f"the {config['stage']} stage does not train LoRA adapters yet (sft, dpo and reward do): "
+                          "leave out lora_rank")
     dist = Distributed.from_env() if distributed else Distributed()
     device = resolve_device(train_cfg, dist.local_rank)
     dist.start(device)  # every check has passed on every process before rank 0 writes
