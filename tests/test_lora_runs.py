@@ -8,7 +8,6 @@ milliseconds and nothing needs pretraining."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from helpers.preferences import CHARS as CHARS_PREF
 from helpers.preferences import FAST as FAST_PREF
 from helpers.preferences import easy_pairs
 from helpers.runs import read_metrics, tiny_run
+from helpers.training import sum_chats
 
 transformers = pytest.importorskip("transformers")
 
@@ -54,16 +54,6 @@ LORA = {"lora_rank": 2, "lora_alpha": 8, "lora_targets": "attn,mlp"}
 
 def make_base(path: Path) -> Path:
     return tiny_run(path, CHARS, block_size=80, n_layer=2, n_embd=64, pos="rope", norm="rmsnorm", mlp="swiglu")
-
-
-def chats(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    records = []
-    for _ in range(n):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        records.append({"messages": [{"role": "user", "content": f"{a}+{b}=?"},
-                                     {"role": "assistant", "content": str(a + b)}]})
-    return records
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -78,7 +68,7 @@ def safetensors_bytes(run: Path) -> int:
 def test_lora_sft_stores_only_adapters_and_loads_as_base_plus_adapters(tmp_path):
     base = make_base(tmp_path / "base")
     over = {**FAST, **LORA, "max_iters": 30, "eval_interval": 15, "lr": 1e-2, "warmup_iters": 3, "log_interval": 5}
-    run = sft(base, chats(100), tmp_path / "lora", overrides=over, progress=False)
+    run = sft(base, sum_chats(100), tmp_path / "lora", overrides=over, progress=False)
 
     # Only adapters, in the run and in its checkpoint: no copy of the base anywhere.
     assert (run / ADAPTERS_FILE).is_file() and (run / "checkpoint" / ADAPTERS_FILE).is_file()
@@ -119,7 +109,7 @@ def test_lora_sft_stores_only_adapters_and_loads_as_base_plus_adapters(tmp_path)
 
 def test_resumed_lora_sft_matches_an_uninterrupted_run(tmp_path):
     base = make_base(tmp_path / "base")
-    data = write_jsonl(tmp_path / "chats.jsonl", chats(60))
+    data = write_jsonl(tmp_path / "chats.jsonl", sum_chats(60))
     over = {**FAST, **LORA, "max_iters": 12, "eval_interval": 6, "lr_decay_iters": 12, "lora_dropout": 0.1}
     straight = read_metrics(sft(base, data, tmp_path / "straight", overrides=over, progress=False))
     part = tmp_path / "part"
@@ -135,7 +125,7 @@ def test_resumed_lora_sft_matches_an_uninterrupted_run(tmp_path):
 
 def test_a_missing_or_changed_base_is_refused(tmp_path):
     base = make_base(tmp_path / "base")
-    data = write_jsonl(tmp_path / "chats.jsonl", chats(20))
+    data = write_jsonl(tmp_path / "chats.jsonl", sum_chats(20))
     run = sft(base, data, tmp_path / "lora", overrides={**FAST, **LORA, "max_iters": 3}, progress=False)
     original = (base / "model.safetensors").read_bytes()
 
@@ -158,17 +148,17 @@ def test_a_missing_or_changed_base_is_refused(tmp_path):
 def test_bad_lora_settings_write_nothing(tmp_path):
     base = tiny_run(tmp_path / "base", CHARS, block_size=80, n_embd=32)  # GPT-2 shaped: no gate
     with pytest.raises(ConfigError, match="'gate' matches no linear layer"):
-        sft(base, chats(20), tmp_path / "a", overrides={**FAST, "lora_rank": 2, "lora_targets": "gate"}, progress=False)
+        sft(base, sum_chats(20), tmp_path / "a", overrides={**FAST, "lora_rank": 2, "lora_targets": "gate"}, progress=False)
     assert not (tmp_path / "a").exists()
     with pytest.raises(ConfigError, match="lora_rank=64 is larger than"):
-        sft(base, chats(20), tmp_path / "b", overrides={**FAST, "lora_rank": 64}, progress=False)
+        sft(base, sum_chats(20), tmp_path / "b", overrides={**FAST, "lora_rank": 64}, progress=False)
     assert not (tmp_path / "b").exists()
     with pytest.raises(ConfigError, match="lora_rank must be 0"):
-        sft(base, chats(20), tmp_path / "c", overrides={**FAST, "lora_rank": -1}, progress=False)
+        sft(base, sum_chats(20), tmp_path / "c", overrides={**FAST, "lora_rank": -1}, progress=False)
 
-    run = sft(base, chats(20), tmp_path / "lora", overrides={**FAST, "lora_rank": 2, "max_iters": 2}, progress=False)
+    run = sft(base, sum_chats(20), tmp_path / "lora", overrides={**FAST, "lora_rank": 2, "max_iters": 2}, progress=False)
     with pytest.raises(CheckpointError, match="is a LoRA run.*merge it first"):
-        sft(run, chats(20), tmp_path / "d", overrides=FAST, progress=False)
+        sft(run, sum_chats(20), tmp_path / "d", overrides=FAST, progress=False)
     assert not (tmp_path / "d").exists()
 
 
@@ -185,7 +175,7 @@ def test_stages_without_lora_refuse_it_instead_of_training_every_weight(tmp_path
 
 def test_cli_lora_sft_then_merge_gives_a_plain_run_with_the_same_logits(tmp_path, capsys):
     base = make_base(tmp_path / "base")
-    data = write_jsonl(tmp_path / "chats.jsonl", chats(30))
+    data = write_jsonl(tmp_path / "chats.jsonl", sum_chats(30))
     sets = [f"{k}={v}" for k, v in {**FAST, "max_iters": 4, "lr": 1e-2}.items()]
     run, merged = tmp_path / "lora", tmp_path / "merged"
     main(["sft", str(base), "--data", str(data), "--out", str(run), "--no-progress",
@@ -211,7 +201,7 @@ def test_merge_refuses_plain_runs_and_used_directories(tmp_path):
     base = make_base(tmp_path / "base")
     with pytest.raises(ConfigError, match="no LoRA adapters to merge"):
         merge_run(base, tmp_path / "out")
-    run = sft(base, chats(20), tmp_path / "lora", overrides={**FAST, **LORA, "max_iters": 2}, progress=False)
+    run = sft(base, sum_chats(20), tmp_path / "lora", overrides={**FAST, **LORA, "max_iters": 2}, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         merge_run(run, base)
     (tmp_path / "busy").mkdir()

@@ -42,11 +42,15 @@ def register_pretrain(subparsers) -> None:
         help="train a GPT from token shards (one process, or many under torchrun)",
         description="Pretrain a GPT on a data directory made by `groklm data prepare`. Any GPTConfig "
         "or TrainConfig field can be set with --set key=value. For data parallelism, launch with "
-        "`torchrun --nproc_per_node=N -m groklm pretrain ...`.",
+        "`torchrun --nproc_per_node=N -m groklm pretrain ...`. --init-from RUN continues pretraining a GPT "
+        "run on your text (prepared with RUN's tokenizer); add --set lora_rank=16 lora_alpha=32 "
+        "lora_targets=attn,mlp to train only LoRA adapters on it (groklm merge folds them in).",
     )
     parser.add_argument("--data", metavar="DIR", help="prepared data directory (optional with --resume)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(PRESETS)}")
+    parser.add_argument("--init-from", metavar="RUN", help="start from this GPT run's weights and shape "
+                        "(continued pretraining) instead of random weights")
     add_training_arguments(parser, "override a model or training setting, e.g. --set max_iters=500 n_layer=2")
     parser.set_defaults(func=run_pretrain)
 
@@ -55,7 +59,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
     from groklm.train.pretrain import pretrain
 
     run = pretrain(args.data, args.out, args.preset, parse_set_args(args.overrides), resume=args.resume,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, init_from=args.init_from)
     if is_rank_zero():
         print_summary(run)
 
@@ -196,7 +200,8 @@ def register_ppo(subparsers) -> None:
         help="RLHF: improve a chat model with PPO or GRPO against a reward model or verifier",
         description="Fine-tune RUN with reinforcement learning: sample answers to prompts, score them "
         "(a reward model run, or the synthetic tasks' verifiers), and update with the clipped PPO "
-        "objective plus a KL penalty to RUN. Writes a normal GPT run (stage ppo/grpo). Any RLConfig "
+        "objective plus a KL penalty to RUN. Writes a normal GPT run (stage ppo/grpo); with --set lora_rank=N "
+        "only LoRA adapters train (the KL is to RUN itself: the policy with its adapters off). Any RLConfig "
         "or TrainConfig field can be set with --set key=value (e.g. max_iters, lr, prompts_per_step, "
         "group_size, max_new_tokens, ppo_epochs, clip_eps, gamma, lam).",
     )

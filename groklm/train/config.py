@@ -39,6 +39,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
+    grad_checkpoint: bool = False  # recompute each block in backward: far less activation memory, one extra forward a step (long sequences)
     # LoRA (groklm/model/lora.py): train low-rank adapters on a frozen base instead of every weight.
     lora_rank: int = 0  # 0: full fine-tuning; r >= 1: rank-r adapters (the run stores only them)
     lora_alpha: float | None = None  # the adapters' output is scaled by alpha / rank; None: 2 * rank

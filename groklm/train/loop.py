@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from groklm.errors import ConfigError, DataError
 from groklm.jsonl import read_jsonl, write_jsonl
+from groklm.model.gpt import set_grad_checkpoint
 from groklm.model.lora import save_trained_weights
 from groklm.rundir import METRICS_FILE
 from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -162,6 +163,8 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
         state = load_checkpoint(find_checkpoint(s.run_dir), s.model, optimizer, scaler)
     metrics = MetricsLog(s.run_dir / METRICS_FILE, s.dist.is_main, keep_until=state["step"])
 
+    if cfg.grad_checkpoint:  # before compiling, so the compiled graph includes the recomputation
+        set_grad_checkpoint(s.model)
     model, ddp = wrap_model(s.model, cfg.compile, s.dist, s.device)
     tokens_per_step = s.tokens_per_micro * cfg.grad_accum
     bar = tqdm(total=cfg.max_iters, initial=state["step"], unit="step", disable=not (progress and s.dist.is_main), dynamic_ncols=True)

@@ -6,6 +6,11 @@
 Every step trains on batch_size * grad_accum random windows of block_size tokens; the loss is
 the cross-entropy of each next token. See loop.py for the step itself. `--set arch=rnn|lstm|gru`
 trains a recurrent model (groklm/model/rnn.py) the same way instead; config.json's "arch" says which.
+
+Continued pretraining (`--init-from RUN`) starts from a GPT run's weights instead of random ones:
+the run's shape, on the user's text prepared with the run's own tokenizer. With `--set lora_rank=N`
+it trains only LoRA adapters on the frozen run (groklm/model/lora.py), and the new run stores only
+them plus a hashed reference to RUN, as a LoRA sft run does (stage.resolve_lora).
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
-from groklm.errors import ConfigError, DataError
+from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model.arch import build_model, check_arch, config_class, make_config
+from groklm.model.lora import apply_lora_section
 from groklm.model.moe import moe_loss
-from groklm.rundir import TOKENIZER_DIR
+from groklm.model.weights import load_weights
+from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
+from groklm.tokenizer import load_tokenizer
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.config import preset as preset_values
 from groklm.train.loop import language_model_loss
-from groklm.train.stage import Place, open_run, run_stage
+from groklm.train.sft import resolve_config as resolve_base_config
+from groklm.train.stage import Place, check_start_run, open_run, resolve_lora, run_stage
 
 STAGE = "pretrain"
 VOCAB_MULTIPLE = 64  # matmuls over a vocab padded to a multiple of 64 run faster on GPUs
@@ -38,26 +47,53 @@ def pretrain(
     overrides: dict | None = None,
     resume: bool = False,
     progress: bool = True,
+    init_from: str | os.PathLike | None = None,
 ) -> Path:
     """Train a GPT (or, with overrides["arch"], an RNN/LSTM/GRU) on prepared data into the run
     directory `out_dir`; returns its path.
 
     overrides: {key: value} for any GPTConfig (RNNConfig) or TrainConfig field (strings are parsed by type).
     resume: continue `out_dir` from its checkpoint (data_dir may then be None: the saved one).
+    init_from: a GPT run to continue pretraining (its weights, its shape; the data must be made
+    with its tokenizer). overrides["lora_rank"] then trains LoRA adapters on it instead.
     """
     run, saved = open_run(out_dir, STAGE, resume)
-    arch, model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, run.path, saved, preset, overrides or {})
+    if saved is not None:
+        if init_from is not None:
+            raise ConfigError(f"{run.path} already says where it started; resume it without --init-from")
+        init_from = saved.get("parent")  # None: a run pretrained from random weights
+    base = Path(init_from) if init_from is not None else None
+    arch, model_cfg, train_cfg, data_dir, preset = resolve_config(data_dir, run.path, saved, preset, overrides or {},
+                                                                  base)
     shards = TokenShards(data_dir)
+    if base is not None and saved is None:
+        check_init_run(base, shards, run.path)  # first: another tokenizer is the likelier cause of a bad vocab
     check_data(shards, model_cfg, data_dir)
-    config = {"stage": STAGE, "parent": None, "arch": arch, "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+    if base is None and train_cfg.lora_rank:
+        raise ConfigError("LoRA trains adapters on an existing model, not on random weights: "
+                          "add --init-from RUN (the run to adapt), or leave out lora_rank")
+    lora = resolve_lora(train_cfg, base, saved, run.path, model_cfg) if base is not None else None
+    config = {"stage": STAGE, "parent": str(base.resolve()) if base is not None else None, "arch": arch,
+              "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
               "data": {"dir": str(shards.dir.resolve()), "meta": shards.meta}, STAGE: {"preset": preset}}
+    if lora is not None:
+        config["lora"] = lora
     tokenizer = shards.dir / TOKENIZER_DIR
 
     def build(place: Place):
-        model = build_model(arch, model_cfg).to(place.device)
+        model = build_model(arch, model_cfg)
+        # On resume the checkpoint brings the weights, except for LoRA: it holds only the adapters.
+        if base is not None and (not resume or lora is not None):
+            load_weights(model, base / WEIGHTS_FILE)
+        model.to(place.device)
+        if lora is not None:  # freeze the run's weights, wrap the target layers (adapters in float32)
+            apply_lora_section(model, lora)
         if place.dist.is_main:
-            print(f"{arch.upper()}: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} without "
-                  f"embeddings), {place.dist.world_size} process(es) on {place.device}", file=sys.stderr, flush=True)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            start = f"from {base}" if base is not None else "from random weights"
+            print(f"{arch.upper()} {start}: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} "
+                  f"without embeddings, {trainable:,} trained), {place.dist.world_size} process(es) on {place.device}",
+                  file=sys.stderr, flush=True)
         return place.setup(model, make_batches(shards.train, train_cfg, model_cfg.block_size),
                            make_val_batch(shards.val, train_cfg, model_cfg.block_size),
                            tokens_per_micro=train_cfg.batch_size * model_cfg.block_size, loss_fn=loss_function(model_cfg))
@@ -66,10 +102,21 @@ def pretrain(
                      tokenizer=tokenizer if tokenizer.is_dir() else None)
 
 
-def resolve_config(data_dir, out: Path, saved: dict | None, preset: str | None, overrides: dict):
-    """(arch, model config, TrainConfig, data dir, preset): from preset + overrides, or from
-    the saved config of the run being resumed."""
+def resolve_config(data_dir, out: Path, saved: dict | None, preset: str | None, overrides: dict,
+                   init_from: Path | None = None):
+    """(arch, model config, TrainConfig, data dir, preset): from preset + overrides, from the
+    run `init_from` continues (its model, TrainConfig's defaults) + overrides, or from the
+    saved config of the run being resumed."""
     overrides = dict(overrides)
+    if init_from is not None and saved is None:
+        if data_dir is None:
+            raise ConfigError("continued pretraining needs --data DIR (made by `groklm data prepare` "
+                              f"with --tokenizer {init_from / TOKENIZER_DIR})")
+        if preset is not None or overrides.get("arch", "gpt") != "gpt":
+            raise ConfigError(f"--init-from {init_from} takes that run's model: leave out --preset and --set arch=")
+        overrides.pop("arch", None)
+        model_values, train_cfg = resolve_base_config(read_config(init_from), overrides, {})
+        return "gpt", make_config("gpt", model_values), train_cfg, data_dir, None
     arch = check_arch(str(overrides.pop("arch", (saved or {}).get("arch", "gpt"))))
     model_over, train_over = split_overrides(overrides, config_class(arch))
     if saved:
@@ -100,6 +147,26 @@ def resolve_config(data_dir, out: Path, saved: dict | None, preset: str | None, 
 def loss_function(model_cfg):
     """The next-token loss; a mixture-of-experts GPT's also logs its experts' utilisation."""
     return moe_loss if getattr(model_cfg, "moe_experts", 0) else language_model_loss
+
+
+def check_init_run(base: Path, shards: TokenShards, out: Path) -> None:
+    """The run continued must be a plain GPT run with weights, other than the new run, whose
+    tokenizer made the data: the ids must mean to it what they meant when the data was made."""
+    check_start_run(base, out, "continue")
+    for folder in (base / TOKENIZER_DIR, shards.dir / TOKENIZER_DIR):
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder} does not exist: continued pretraining compares the data's "
+                                  "tokenizer with the run's")
+    if token_table(load_tokenizer(base / TOKENIZER_DIR)) != token_table(load_tokenizer(shards.dir / TOKENIZER_DIR)):
+        raise ConfigError(f"{shards.dir} was encoded with another tokenizer than {base}'s, so its ids would mean "
+                          f"other tokens to the model: prepare it again with `groklm data prepare ... "
+                          f"--tokenizer {base / TOKENIZER_DIR}`")
+
+
+def token_table(tokenizer) -> tuple:
+    """What a tokenizer's ids mean: the text of every id, and the end-of-text id. Two tokenizers
+    with equal tables read every prepared shard the same way."""
+    return tokenizer.eot_id, tuple(tokenizer.decode_bytes([i]) for i in range(tokenizer.vocab_size))
 
 
 def check_data(shards: TokenShards, config, data_dir) -> None:

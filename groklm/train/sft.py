@@ -31,7 +31,7 @@ from groklm.tokenizer import load_tokenizer
 from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template, render_chat
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.packing import batch_rows, conversation_example, pack
-from groklm.train.stage import Place, open_run, resolve_lora, run_stage
+from groklm.train.stage import Place, check_start_run, open_run, resolve_lora, run_stage
 
 STAGE = "sft"
 # Fine-tuning nudges weights that already know the language: a lower peak learning rate than
@@ -127,18 +127,9 @@ def check_base_run(base_run, out: Path) -> Path:
     if base_run is None:
         raise ConfigError("SFT needs a base run directory to start from (groklm sft RUN ...)")
     base = Path(base_run)
-    config = read_config(base)  # a clear error if it is missing or not a run
-    if "lora" in config:
-        raise CheckpointError(f"{base} is a LoRA run (adapters only): merge it first "
-                              f"(groklm merge {base} --out MERGED) and fine-tune the merged run")
-    if config["arch"] != "gpt":
-        raise CheckpointError(f"{base} holds a {config['arch']!r} model; SFT fine-tunes GPT runs")
-    if not (base / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{base} has no {WEIGHTS_FILE}; train or import a model there first")
+    check_start_run(base, out, "fine-tune")
     if not (base / TOKENIZER_DIR).is_dir():
         raise CheckpointError(f"{base} has no {TOKENIZER_DIR}/ directory; SFT needs the run's tokenizer to render chats")
-    if base.resolve() == out.resolve():
-        raise ConfigError(f"--out must be a new directory, not the base run {base}")
     return base
 
 

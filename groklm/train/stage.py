@@ -26,15 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groklm.errors import ConfigError
+from groklm.errors import CheckpointError, ConfigError
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT
 from groklm.model.lora import apply_lora_section, check_lora_base, lora_section
-from groklm.rundir import RunDir
+from groklm.rundir import WEIGHTS_FILE, RunDir, read_config
 from groklm.train.checkpoint import find_checkpoint
 from groklm.train.config import TrainConfig
 from groklm.train.distributed import Distributed
 from groklm.train.loop import Batches, LossFn, Setup, ValBatch, language_model_loss, resolve_device, train_and_save
+
+# config.json "arch" values whose model is (or wraps) a GPT, which gradient checkpointing needs.
+CHECKPOINTED_ARCHS = ("gpt", "reward")
 
 
 def open_run(out: str | os.PathLike, stages: str | tuple[str, ...], resume: bool) -> tuple[RunDir, dict | None]:
@@ -54,6 +57,21 @@ def open_run(out: str | os.PathLike, stages: str | tuple[str, ...], resume: bool
                           "resume it with its own command")
     find_checkpoint(run.path)
     return run, saved
+
+
+def check_start_run(base: Path, out: Path, continues: str) -> None:
+    """The run a stage starts from must be a plain GPT run with weights, other than the new run.
+    `continues` says what the stage does with it, for the messages ("fine-tune", "continue")."""
+    config = read_config(base)  # a clear error if it is missing or not a run
+    if "lora" in config:
+        raise CheckpointError(f"{base} is a LoRA run (adapters only): merge it first "
+                              f"(groklm merge {base} --out MERGED) and {continues} the merged run")
+    if config["arch"] != "gpt":
+        raise CheckpointError(f"{base} holds a {config['arch']!r} model; only GPT runs can be {continues}d here")
+    if not (base / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{base} has no {WEIGHTS_FILE}; train or import a model there first")
+    if base.resolve() == out.resolve():
+        raise ConfigError(f"--out must be a new directory, not the run {base} being {continues}d")
 
 
 def resolve_lora(train_cfg: TrainConfig, base: Path, saved: dict | None, run_path: Path, model_config: GPTConfig) -> dict | None:
@@ -102,16 +120,23 @@ class Place:
 
 @contextmanager
 def stage_process(run: RunDir, config: dict, train_cfg: TrainConfig, resume: bool, tokenizer: Path | None = None,
-                  distributed: bool = True) -> Iterator[Place]:
+                  distributed: bool = True, shared_loop: bool = False) -> Iterator[Place]:
     """Join the process group, let rank 0 write config.json (`config`: the keys of
     RunDir.write_config) and, on a fresh run, copy `tokenizer` in; seed; yield this process's
     Place; leave the group however the stage ends.
 
-    distributed=False: one process whatever the environment says (a stage with nothing to share out)."""
+    distributed=False: one process whatever the environment says (a stage with nothing to share out).
+    shared_loop: the stage trains with loop.train (run_stage), which applies grad_checkpoint; a
+    stage with its own loop (RL) does not, so it refuses the key."""
     if train_cfg.lora_rank and "lora" not in config:
         # A stage that does not wrap its model would silently train every weight instead.
-        raise ConfigError(f"the {config['stage']} stage does not train LoRA adapters yet (sft, dpo and reward do): "
-                          "leave out lora_rank")
+        raise ConfigError(f"the {config['stage']} stage does not train LoRA adapters yet (pretrain --init-from, "
+                          "sft, reward, dpo, ppo and grpo do): leave out lora_rank")
+    if train_cfg.grad_checkpoint and not (shared_loop and config["arch"] in CHECKPOINTED_ARCHS):
+        # Refused here, before anything is written, rather than silently training without it.
+        raise ConfigError(f"grad_checkpoint works on the transformer stages trained by the shared loop "
+                          f"(pretrain with arch=gpt, sft, reward, dpo), not on this {config['stage']} "
+                          f"{config['arch']} run: leave grad_checkpoint out")
     dist = Distributed.from_env() if distributed else Distributed()
     device = resolve_device(train_cfg, dist.local_rank)
     dist.start(device)  # every check has passed on every process before rank 0 writes
@@ -132,6 +157,6 @@ def run_stage(run: RunDir, config: dict, train_cfg: TrainConfig, build: Callable
 
     build(place) -> Setup: the stage's model on place.device, its batches and its loss (called
     after seeding, so a model built there starts from the same weights on every process)."""
-    with stage_process(run, config, train_cfg, resume, tokenizer, distributed) as place:
+    with stage_process(run, config, train_cfg, resume, tokenizer, distributed, shared_loop=True) as place:
         train_and_save(train_cfg, build(place), f"{config['stage']} {run.path.name}", resume=resume, progress=progress)
     return run.path

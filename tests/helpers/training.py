@@ -4,6 +4,7 @@ per step, and the environment for `python -m groklm` subprocesses run from this 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +33,14 @@ def cli_env() -> dict:
     """The environment for `python -m groklm` subprocesses: this checkout, one thread."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def sum_chats(n: int, seed: int = 0) -> list[dict]:
+    """Chat records asking for the sum of two digits: an SFT task a tiny model learns in a few steps."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        records.append({"messages": [{"role": "user", "content": f"{a}+{b}=?"},
+                                     {"role": "assistant", "content": str(a + b)}]})
+    return records

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
+
+from groklm.model.lora import lora_disabled
 
 
 class PolicyWithValue(nn.Module):
@@ -27,3 +31,14 @@ class PolicyWithValue(nn.Module):
         hidden = self.policy.hidden_states(idx)
         values = self.value_head(hidden).squeeze(-1).float() if self.value_head is not None else None
         return self.policy.lm_head(hidden), values
+
+
+def lora_reference(policy: nn.Module) -> Callable[[torch.Tensor], tuple]:
+    """The reference model of a LoRA policy: the policy itself with its adapters switched off,
+    which computes exactly what the source run does (the base weights are frozen), without a
+    second copy of them. Called like a model: reference(idx) -> the policy's outputs."""
+    def reference(idx: torch.Tensor):
+        with lora_disabled(policy):
+            return policy(idx)
+
+    return reference

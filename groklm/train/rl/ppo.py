@@ -6,6 +6,11 @@ its own sampling seed, and learns from its own answers. DistributedDataParallel 
 gradients of every minibatch, so the replicas stay identical; the logged statistics are the
 means over all processes, and only rank 0 writes the run directory. (ppo whitens its
 advantages over each process's share; with one process that is the whole batch.)
+
+With `--set lora_rank=N` the policy trains LoRA adapters on the frozen source run, and the
+reference is that same network with its adapters switched off (policy.lora_reference): no
+second copy of the weights. ppo's value head trains in full beside the adapters; the
+checkpoint keeps both, and the run itself (a LoRA run, as sft writes) only the adapters.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from groklm.errors import ConfigError
 from groklm.infer.scoring import token_logprobs
 from groklm.model import GPT
 from groklm.model.config import GPTConfig
-from groklm.model.weights import save_weights
+from groklm.model.lora import apply_lora_section, save_trained_weights
 from groklm.rundir import TOKENIZER_DIR, read_config
 from groklm.tokenizer import load_tokenizer
 from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -34,11 +39,11 @@ from groklm.train.loop import MetricsLog, autocast, lr_at, make_optimizer, resol
 from groklm.train.plots import REWARD_KL_PLOT, plot_reward_kl
 from groklm.train.rl.config import ALGOS, RLConfig, split_rl_overrides
 from groklm.train.rl.objectives import kl_k3, masked_mean, policy_loss, token_entropy, value_loss
-from groklm.train.rl.policy import PolicyWithValue
+from groklm.train.rl.policy import PolicyWithValue, lora_reference
 from groklm.train.rl.prompts import load_prompts
 from groklm.train.rl.rewards import RewardFn, make_reward
 from groklm.train.rl.rollout import Experience, collect
-from groklm.train.stage import Place, open_run, stage_process
+from groklm.train.stage import Place, open_run, resolve_lora, stage_process
 
 # RL moves a trained model a little: a small constant learning rate, no weight decay, and a
 # checkpoint every 25 rollout steps. batch_size is the minibatch (answers per optimizer step).
@@ -96,9 +101,20 @@ def train_ppo(
               "data": {"prompts": prompts if isinstance(prompts, str) else IN_MEMORY,
                        "reward": reward if isinstance(reward, str) else FUNCTION},
               "rl": asdict(rl_cfg)}
+    # LoRA: the run will store adapters and a reference to the source (with its weights' hash).
+    lora = resolve_lora(train_cfg, source, saved, run.path, GPTConfig.from_dict(source_config["model"]))
+    if lora is not None:
+        config["lora"] = lora
     with stage_process(run, config, train_cfg, resume, tokenizer=source / TOKENIZER_DIR) as place:
-        model = PolicyWithValue(GPT.from_run(source), with_value=rl_cfg.algo == "ppo").to(place.device)
-        ref = GPT.from_run(source, device=place.device).requires_grad_(False)  # the frozen reference
+        policy = GPT.from_run(source)
+        if lora is not None:
+            # Wrapped before the value head exists: apply_lora freezes all it is given, the head trains in full.
+            apply_lora_section(policy, lora)
+        model = PolicyWithValue(policy, with_value=rl_cfg.algo == "ppo").to(place.device)
+        if lora is not None:
+            ref = lora_reference(model.policy)
+        else:
+            ref = GPT.from_run(source, device=place.device).requires_grad_(False)  # the frozen reference
         if place.dist.is_main:
             print(f"{rl_cfg.algo}: {model.policy.num_params():,} parameters, {len(records)} prompts, reward "
                   f"{reward if isinstance(reward, str) else 'function'}, {place.dist.world_size} process(es) on "
@@ -146,10 +162,10 @@ def rl_steps(place: Place, model: PolicyWithValue, ref, tokenizer, records: list
         bar.update(done - bar.n)
         if (done % train_cfg.eval_interval == 0 or done == train_cfg.max_iters) and dist.is_main:
             save_checkpoint(run.path, model, optimizer, scaler, {"step": done, "elapsed": record["elapsed"]})
-            save_weights(model.policy, run.weights_path)  # the run is a plain GPT run
+            save_trained_weights(model.policy, run.path)  # a plain GPT run (or its adapters): no value head
     bar.close()
     if dist.is_main:
-        save_weights(model.policy, run.weights_path)
+        save_trained_weights(model.policy, run.path)
         plot_reward_kl(run.metrics_path, run.path / REWARD_KL_PLOT, title=f"{cfg.algo} {run.path.name}")
 
 
