@@ -18,9 +18,17 @@ module is its inverse, and the reader's notes hold here in reverse:
   * The tensor types follow the converter: norms and biases stay F32; matrices are F32, F16
     or Q8_0 (blocks of 32 values with one scale) as asked. A matrix whose rows are not a
     multiple of 32 values cannot be Q8_0 and falls back to F16, as in llama.cpp.
-  * The tokenizer is written as llama.cpp's `gpt2` vocabulary (byte-level BPE: each token
-    spelled in GPT-2's byte alphabet, the merges "a b", token types, the pre-tokenizer's name),
-    the form SmolLM2, Llama 3 and Qwen2 ship in. Other tokenizers are refused.
+  * A byte-level BPE tokenizer is written as llama.cpp's `gpt2` vocabulary (each token spelled
+    in GPT-2's byte alphabet, the merges "a b", token types, the pre-tokenizer's name), the form
+    SmolLM2, Llama 3 and Qwen2 ship in. A SentencePiece-style one (MetaspaceTokenizer: Llama 2,
+    Mistral, TinyLlama) becomes the `llama` vocabulary: tokens spelled with "▁" and <0xXX>,
+    scores that make llama.cpp's merge order ours (it joins the pair whose token scores
+    highest), token types, the merges for transformers, and add_space_prefix. llama.cpp puts
+    the "▁" before a text and after each special token, transformers and groklm's import at the
+    start of a text only: a prefix scheme one of them reads exactly is written, with a note on
+    where the others differ, and one that none reads (Metaspace's "always"), a tokenizer without
+    all 256 byte tokens, or one that cuts words where llama.cpp would merge across is refused.
+    Character and WordPiece tokenizers are refused.
     The model's embedding rows past the tokenizer's vocabulary get unused filler tokens.
 
 The file is written to a temporary path beside OUT and renamed at the end: an error or a
@@ -43,11 +51,12 @@ from groklm.interop.hf import family_of, repeat_kv_heads, split_qkv
 from groklm.model.config import GPTConfig
 from groklm.rundir import TOKENIZER_DIR, atomic_path, read_config
 from groklm.runs import load
-from groklm.tokenizer import BaseTokenizer, CharTokenizer, Tokenizer
+from groklm.tokenizer import BaseTokenizer, CharTokenizer, MetaspaceTokenizer, Tokenizer
 from groklm.tokenizer.base import IM_END
 from groklm.tokenizer.bpe import GPT2_PATTERN, GPT4_PATTERN, SMOLLM_PATTERN
 from groklm.tokenizer.chat import chat_format
 from groklm.tokenizer.imports import LLAMA3_PATTERN, QWEN2_PATTERN, byte_alphabet
+from groklm.tokenizer.metaspace import SPACE, byte_token
 
 Q = gguf.GGMLQuantizationType
 # --type -> (the type of every matrix, the file type llama.cpp reports)
@@ -59,7 +68,7 @@ TYPES = {
 # Our pre-split regexes under the names llama.cpp (and gguf.py's reader) know them by.
 PRE_NAMES = {GPT2_PATTERN: "gpt2", SMOLLM_PATTERN: "smollm", LLAMA3_PATTERN: "llama-bpe", QWEN2_PATTERN: "qwen2"}
 # llama.cpp's token types (tokenizer.ggml.token_type)
-NORMAL, CONTROL, UNUSED = int(gguf.TokenType.NORMAL), int(gguf.TokenType.CONTROL), int(gguf.TokenType.UNUSED)
+NORMAL, UNKNOWN, CONTROL, UNUSED, BYTE = (int(gguf.TokenType[name]) for name in ("NORMAL", "UNKNOWN", "CONTROL", "UNUSED", "BYTE"))
 # Our Llama linears -> the GGUF names (the MLP names are the same for gpt2).
 LLAMA_LINEARS = {"attn.proj": "attn_output", "mlp.gate": "ffn_gate", "mlp.fc": "ffn_up", "mlp.proj": "ffn_down"}
 GPT2_LINEARS = {"attn.proj": "attn_output", "mlp.fc": "ffn_up", "mlp.proj": "ffn_down"}
@@ -203,10 +212,13 @@ def encode_tensor(tensor: torch.Tensor, qtype: Q) -> tuple[np.ndarray, Q]:
 class GGUFVocab:
     """A tokenizer as llama.cpp's `tokenizer.ggml.*` keys."""
 
+    model: str  # "gpt2" (byte-level BPE) or "llama" (SentencePiece)
     tokens: list[str]
     types: list[int]
-    merges: list[str]
+    merges: list[str] | None  # "left right"; None: the readers derive them from the scores
+    scores: list[float] | None  # llama only: SentencePiece merges the highest-scoring pair first
     pre: str
+    add_space_prefix: bool | None  # llama only
     bos_id: int | None
     eos_id: int
     eot_id: int | None
@@ -216,18 +228,27 @@ class GGUFVocab:
 
 
 def gguf_vocab(tokenizer: BaseTokenizer, vocab_size: int, source: str) -> GGUFVocab:
-    """The tokenizer as a `gpt2` (byte-level BPE) GGUF vocabulary of exactly `vocab_size` tokens
-    (llama.cpp wants one token per embedding row), or a TokenizerError saying why it has none."""
-    alphabet = byte_alphabet()
-    notes = []
+    """The tokenizer as a GGUF vocabulary of exactly `vocab_size` tokens (llama.cpp wants one
+    token per embedding row): a byte-level BPE as `gpt2`, a SentencePiece-style one as `llama`;
+    or a TokenizerError saying why it has none."""
     if isinstance(tokenizer, CharTokenizer):
         raise TokenizerError(
             f"{source}: a character tokenizer has no GGUF form: llama.cpp reads a byte-level vocabulary only "
             "together with its merges, and a character vocabulary has none. Export a run whose tokenizer is a "
             "BPE (groklm tokenizer train), or export to Hugging Face with --to hf")
+    if isinstance(tokenizer, MetaspaceTokenizer):
+        return sentencepiece_vocab(tokenizer, vocab_size, source)
     if not isinstance(tokenizer, Tokenizer):
         raise TokenizerError(f"{source}: a {type(tokenizer).__name__} has no GGUF form yet; groklm writes byte-level "
-                             "BPE tokenizers to GGUF (export to Hugging Face with --to hf)")
+                             "BPE and SentencePiece-style (metaspace) tokenizers to GGUF (export to Hugging Face with "
+                             "--to hf)")
+    return byte_level_vocab(tokenizer, vocab_size, source)
+
+
+def byte_level_vocab(tokenizer: Tokenizer, vocab_size: int, source: str) -> GGUFVocab:
+    """llama.cpp's `gpt2` vocabulary: each token spelled in GPT-2's byte alphabet, the merges, the pre-split's name."""
+    alphabet = byte_alphabet()
+    notes = []
     pattern, merges = tokenizer.pattern, tokenizer.merges
     if not merges:
         raise TokenizerError(f"{source}: the tokenizer has no merges, and llama.cpp refuses a byte-level vocabulary "
@@ -244,18 +265,13 @@ def gguf_vocab(tokenizer: BaseTokenizer, vocab_size: int, source: str) -> GGUFVo
         raise TokenizerError(f"{source}: the tokenizer splits text with a custom regex ({pattern!r}) that llama.cpp "
                              f"does not know; GGUF can name only its built-in pre-tokenizers "
                              f"(groklm writes {', '.join(sorted(['gpt4', *PRE_NAMES.values()]))})")
-
-    specials = {i: name for name, i in tokenizer.special_tokens.items()}
-    largest = max([tokenizer.vocab_size - 1, *specials])
-    if largest >= vocab_size:
-        raise CheckpointError(f"{source}: the tokenizer has ids up to {largest} but the model only {vocab_size} "
-                              "embeddings; the run's model and tokenizer do not belong together")
+    check_vocab_fits(tokenizer, vocab_size, source)
 
     def spell(token_id: int) -> str:
         return "".join(alphabet[b] for b in tokenizer.token_bytes(token_id))
 
+    specials = {i: name for name, i in tokenizer.special_tokens.items()}
     tokens, types = [], []
-    fillers = 0
     for i in range(vocab_size):
         if i in specials:
             tokens.append(specials[i])
@@ -267,15 +283,122 @@ def gguf_vocab(tokenizer: BaseTokenizer, vocab_size: int, source: str) -> GGUFVo
         except TokenizerError:  # an id no token uses (past the vocabulary, or a hole in an import)
             tokens.append(f"[PAD{i}]")
             types.append(UNUSED)
-            fillers += 1
+    notes += check_spellings(tokens, types, source)
+    return GGUFVocab(
+        model="gpt2", tokens=tokens, types=types,
+        merges=[f"{spell(left)} {spell(right)}" for left, right, _ in merges],
+        scores=None, pre=pre, add_space_prefix=None,
+        **roles(tokenizer, tokenizer.unk_id, notes),
+    )
+
+
+def sentencepiece_vocab(tokenizer: MetaspaceTokenizer, vocab_size: int, source: str) -> GGUFVocab:
+    """llama.cpp's `llama` vocabulary (Llama 2, Mistral, TinyLlama): the tokens as the tokenizer
+    spells them ("▁" for a space, `<0xXX>` for a byte), scores and types as llama.cpp's converter
+    writes them from a SentencePiece model, and whether a "▁" goes before the text."""
+    notes = []
+    # llama.cpp spells any character outside the vocabulary as its byte tokens, whatever the
+    # tokenizer says, and stops with an error where one of the 256 is missing.
+    missing = [byte_token(b) for b in range(256) if byte_token(b) not in tokenizer.vocab]
+    if not tokenizer.byte_fallback or missing:
+        lacks = f"lacks {len(missing)} of the byte tokens (e.g. {missing[0]})" if missing else "has byte fallback off"
+        raise TokenizerError(f"{source}: the tokenizer {lacks}; llama.cpp's SentencePiece vocabulary spells every "
+                             "character outside the vocabulary as its UTF-8 bytes <0x00>..<0xFF>, so GGUF cannot "
+                             "hold it (export to Hugging Face with --to hf)")
+    # llama.cpp never cuts a text into words: cutting before each "▁" changes nothing only
+    # where no merge joins across one.
+    crossing = [m for m in tokenizer.merges if SPACE in (m[0] + m[1])[1:]]
+    if tokenizer.split and crossing:
+        raise TokenizerError(f"{source}: the tokenizer cuts words before each '{SPACE}' but has merges across them "
+                             f"(e.g. {crossing[0]!r}); llama.cpp merges over the whole text, so GGUF cannot hold "
+                             "it (export to Hugging Face with --to hf)")
+    # Where the "▁" before a text goes. llama.cpp (add_space_prefix) puts one before the text and
+    # after every special token even when the text already begins with a space, which is the
+    # "normalizer" scheme; transformers and groklm's import ignore the flag and put one at the
+    # very start only, unless the text begins with a space ("first"). A scheme that one of them
+    # reads exactly is written, with a note on where the others differ; "always" matches none.
+    if tokenizer.prefix == "always":
+        raise TokenizerError(f"{source}: the tokenizer puts '{SPACE}' before every text and after every special "
+                             "token unless one is there already (Metaspace prepend_scheme 'always'); llama.cpp adds "
+                             "one even then, and transformers only at the very start, so no GGUF reader would "
+                             "tokenize as groklm does (export to Hugging Face with --to hf)")
+    add_space_prefix = tokenizer.prefix != "never"
+    if tokenizer.prefix == "normalizer":
+        notes.append(f"the '{SPACE}' prefix is written as llama.cpp's add_space_prefix, which llama.cpp reads "
+                     "exactly; transformers and groklm's GGUF import put it only at the very start of a text, so "
+                     "they tokenize a text that begins with a space, or follows a special token, differently")
+    elif tokenizer.prefix == "first":
+        notes.append(f"the '{SPACE}' prefix at the start of a text is written as add_space_prefix: transformers and "
+                     "groklm's GGUF import read it exactly, while llama.cpp also puts one after every special token "
+                     "and before a text that already begins with a space")
+    else:
+        notes.append("no space prefix is written as add_space_prefix = false, which llama.cpp and groklm's GGUF "
+                     f"import read exactly; transformers ignores it and puts a '{SPACE}' at the start of a text")
+    check_vocab_fits(tokenizer, vocab_size, source)
+
+    # Scores: llama.cpp merges the adjacent pair whose joined token scores highest, so each
+    # token scores minus the rank of the first merge that makes it, and every token no merge
+    # makes (single characters, fillers) scores below all of them. Byte, control and unknown
+    # tokens score 0, as SentencePiece (and so llama.cpp's converter) gives them.
+    made_at: dict[str, int] = {}
+    for rank, (left, right) in enumerate(tokenizer.merges):
+        made_at.setdefault(left + right, rank)
+    below = -float(len(tokenizer.merges))
+    unk = tokenizer.unk_token
+    unk_id = None if unk is None else tokenizer.vocab.get(unk, tokenizer.special_tokens.get(unk))
+    names = {i: text for text, i in tokenizer.vocab.items()}
+    specials = {i: text for text, i in tokenizer.special_tokens.items()}
+    bytes_ids = {tokenizer.vocab[byte_token(b)] for b in range(256)}
+    tokens, types, scores = [], [], []
+    for i in range(vocab_size):
+        if i in specials:
+            tokens.append(specials[i])
+            types.append(UNKNOWN if i == unk_id else CONTROL)
+            scores.append(0.0)
+        elif i in names:
+            tokens.append(names[i])
+            types.append(BYTE if i in bytes_ids else UNKNOWN if i == unk_id else NORMAL)
+            if types[-1] != NORMAL:
+                scores.append(0.0)
+            else:
+                scores.append(-float(made_at[names[i]]) if names[i] in made_at else below)
+        else:  # an id no token uses (past the vocabulary, or a hole in an import)
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+            scores.append(below)
+    notes += check_spellings(tokens, types, source)
+    # The merges too, which transformers and groklm's import use as they are rather than derive
+    # from the scores; "left right" cannot hold a token with a real space in it.
+    merges = None if any(" " in left + right for left, right in tokenizer.merges) else [
+        f"{left} {right}" for left, right in tokenizer.merges]
+    return GGUFVocab(
+        model="llama", tokens=tokens, types=types, merges=merges, scores=scores,
+        pre="default",  # what llama.cpp's converter names a SentencePiece vocabulary's pre-tokenizer
+        add_space_prefix=add_space_prefix,
+        **roles(tokenizer, unk_id, notes),
+    )
+
+
+def check_vocab_fits(tokenizer: BaseTokenizer, vocab_size: int, source: str) -> None:
+    largest = max([tokenizer.vocab_size - 1, *tokenizer.special_tokens.values()])
+    if largest >= vocab_size:
+        raise CheckpointError(f"{source}: the tokenizer has ids up to {largest} but the model only {vocab_size} "
+                              "embeddings; the run's model and tokenizer do not belong together")
+
+
+def check_spellings(tokens: list[str], types: list[int], source: str) -> list[str]:
+    """A GGUF vocabulary looks tokens up by spelling: refuse two ids spelled alike, and note the fillers."""
     seen: dict[str, int] = {}
     for i, token in enumerate(tokens):
         if types[i] != UNUSED and seen.setdefault(token, i) != i:
             raise TokenizerError(f"{source}: ids {seen[token]} and {i} are both spelled {token!r}; a GGUF vocabulary "
                                  "looks tokens up by spelling and cannot hold both")
-    if fillers:
-        notes.append(f"{fillers} embedding rows have no token and are written as unused [PAD] tokens")
+    fillers = types.count(UNUSED)
+    return [f"{fillers} embedding rows have no token and are written as unused [PAD] tokens"] if fillers else []
 
+
+def roles(tokenizer: BaseTokenizer, unk_id: int | None, notes: list[str]) -> dict:
+    """The GGUFVocab fields that name tokens by role, the chat template, and the notes."""
     c = tokenizer.conventions
     ids = tokenizer.special_tokens
     # What ends a reply besides eos (tokenizer/chat.py's stop_ids): the conventions' stop
@@ -287,15 +410,12 @@ def gguf_vocab(tokenizer: BaseTokenizer, vocab_size: int, source: str) -> GGUFVo
     template = c.chat_template
     if template is None:
         template = CHATML_TEMPLATE if chat_format(tokenizer) == "chatml" else CHATML_TEXT_TEMPLATE
-        notes.append("the run has no chat template of its own: groklm's ChatML is written as one")
-    return GGUFVocab(
-        tokens=tokens, types=types,
-        merges=[f"{spell(left)} {spell(right)}" for left, right, _ in merges],
-        pre=pre,
+        notes = [*notes, "the run has no chat template of its own: groklm's ChatML is written as one"]
+    return dict(
         bos_id=ids[c.bos_token] if c.bos_token is not None else None,
         eos_id=ids[c.eos_token],
         eot_id=stops[0] if stops else None,
-        unk_id=tokenizer.unk_id,
+        unk_id=unk_id,
         chat_template=template,
         notes=notes,
     )
@@ -325,11 +445,16 @@ def write_metadata(writer: gguf.GGUFWriter, c: GPTConfig, arch: str, name: str, 
 
 
 def write_vocab(writer: gguf.GGUFWriter, vocab: GGUFVocab) -> None:
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(vocab.model)
     writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    if vocab.merges is not None:
+        writer.add_token_merges(vocab.merges)
+    if vocab.add_space_prefix is not None:
+        writer.add_add_space_prefix(vocab.add_space_prefix)
     writer.add_eos_token_id(vocab.eos_id)
     if vocab.bos_id is not None:
         writer.add_bos_token_id(vocab.bos_id)
