@@ -86,6 +86,31 @@ def test_every_option_forward_loss_and_explicit_path(options):
     assert (maps[0].triu(diagonal=1) == 0).all()  # nothing attends to the future
 
 
+@pytest.mark.parametrize("length", [12, 257])
+def test_bf16_training_on_a_cpu_takes_the_faster_attention_path_and_the_same_math(length, monkeypatch):
+    """Short bf16 sequences on a CPU use the written-out attention (faster there than the fused
+    kernel); long ones the fused kernel. Either way: the float32 model's logits and gradients,
+    to bf16's precision, and packed documents still see only themselves."""
+    model = tiny(pos="rope", n_kv_head=2, block_size=300)
+    idx = random_ids(length=length)
+    doc_ids = (torch.arange(length) >= length // 2).long().expand(2, length)
+    reference, _ = model(idx, doc_ids=doc_ids)
+    reference.square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    fused_calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: fused_calls.append(1) or fused(*a, **kw))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(idx, doc_ids=doc_ids)
+    logits.float().square().mean().backward()
+    assert logits.dtype == torch.bfloat16
+    assert len(fused_calls) == (0 if length == 12 else 2)  # one per layer when fused
+    assert (logits.float() - reference).abs().max() < 0.05
+    for got, want in zip((p.grad for p in model.parameters()), grads):
+        assert (got - want).norm() <= 0.05 * want.norm() + 1e-6
+
+
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
 @pytest.mark.parametrize("kv", [4, 1])
 def test_causality_future_tokens_do_not_change_the_past(pos, kv):

@@ -15,7 +15,7 @@ import torch
 from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model import GPT, GPTConfig
 from groklm.train.config import PRESETS, TrainConfig, parse_set_args, preset, split_overrides
-from groklm.train.loop import lr_at, param_groups
+from groklm.train.loop import lr_at, param_groups, resolve_dtype
 from groklm.train.pretrain import pretrain
 
 from helpers.runs import read_metrics
@@ -137,8 +137,10 @@ def test_pretrain_writes_a_complete_run_directory(data, tmp_path):
 
 
 def test_grad_accum_is_the_same_as_a_bigger_batch(data, tmp_path):
-    big = pretrain(data, tmp_path / "big", overrides={**TINY, "batch_size": 8}, progress=False)
-    accum = pretrain(data, tmp_path / "accum", overrides={**TINY, "batch_size": 4, "grad_accum": 2}, progress=False)
+    # float32: bf16 (the default on a CPU with native bf16) rounds the two summation orders apart.
+    exact = {**TINY, "dtype": "float32"}
+    big = pretrain(data, tmp_path / "big", overrides={**exact, "batch_size": 8}, progress=False)
+    accum = pretrain(data, tmp_path / "accum", overrides={**exact, "batch_size": 4, "grad_accum": 2}, progress=False)
     # Both draw the same 8 windows from the (seed, step) stream; only the summation order differs.
     for a, b in zip(read_metrics(big), read_metrics(accum)):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
@@ -243,3 +245,13 @@ def test_cli_pretrain_and_its_errors(data, tmp_path):
     assert "step 30, loss" in ok.stdout
     bad = run_cli("pretrain", "--out", str(tmp_path / "bad"), "--data", str(data), "--preset", "enormous")
     assert bad.returncode == 1 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_auto_precision_on_a_cpu_is_bf16_only_where_it_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_dtype(TrainConfig(), cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_dtype(TrainConfig(), cpu) == torch.float32
+    assert resolve_dtype(TrainConfig(dtype="bfloat16"), cpu) == torch.bfloat16  # asked for: always

@@ -37,7 +37,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between metrics.jsonl lines
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (bf16 on a GPU that has it, fp16 on older GPUs, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (bf16 on a GPU or CPU that has it, else fp16 on a GPU, fp32 on a CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
     grad_checkpoint: bool = False  # recompute each block in backward: far less activation memory, one extra forward a step (long sequences)
     # LoRA (groklm/model/lora.py): train low-rank adapters on a frozen base instead of every weight.
