@@ -11,9 +11,11 @@ vectors. For each size:
   * exact: our NumPy search (one matrix-vector product + partial sort) against the peer,
     FAISS's exact `IndexFlatIP`, on the same vectors: p50/p99 latency of single queries,
     each on one core (builds use every core);
-  * approximate: FAISS IVF as groklm builds it (build time, p50/p99), and its recall@10
-    against the exact top 10, at groklm's default n_probe and at 4x that (more cells
-    searched: slower, higher recall).
+  * approximate: the index `ApproximateIndex.build` makes (its kind chosen by size, see
+    vectors.py): build time, index size, p50/p99 single-query latency on one core, timed in
+    turns with FAISS's exact `IndexFlatIP` (the peer), `speedup` = the peer's p50 / ours, and
+    recall@10 against the exact top 10; also at 4x n_probe (more cells searched: slower, higher
+    recall). The JSON line's `ratio` and `recall_at_10` are those of the largest size.
 
     python benchmarks/retrieve.py [--sizes 10000,100000,1000000] [--queries 100]
 """
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from groklm.apps.rag.chunk import approx_tokens  # noqa: E402
 from groklm.apps.rag.index import Index  # noqa: E402
 from groklm.apps.rag.load import Document  # noqa: E402
-from groklm.apps.rag.vectors import ApproximateIndex, exact_search  # noqa: E402
+from groklm.apps.rag.vectors import ApproximateIndex, exact_search, plan  # noqa: E402
 
 DIM, CHUNKS_PER_TOPIC, K = 384, 100, 10
 
@@ -92,6 +94,11 @@ def latencies(searches: dict, queries: np.ndarray) -> dict[str, tuple[list[np.nd
     return out
 
 
+def recall(found: list[np.ndarray], exact: list[np.ndarray]) -> float:
+    """Mean share of the exact top K that a search found."""
+    return round(float(np.mean([len(set(f.tolist()) & set(e.tolist())) / K for f, e in zip(found, exact)])), 4)
+
+
 def bench(n: int, n_queries: int) -> dict:
     import faiss
 
@@ -106,35 +113,36 @@ def bench(n: int, n_queries: int) -> dict:
         index.upsert([Document(f"/synthetic/{i}.txt", f"chunk {i} about topic {i // CHUNKS_PER_TOPIC}", "text") for i in range(n)])
         row["store_build_s"] = round(time.perf_counter() - start, 2)
         stored = index.vectors  # memory-mapped, as a search sees it
-        log(f"  {row['store_build_s']}s; exact search...")
+
+        log(f"  {row['store_build_s']}s; approximate index build...")
+        start = time.perf_counter()
+        approximate = ApproximateIndex.build(stored)
+        build_s = time.perf_counter() - start
+        approximate.save(Path(folder) / "approximate.faiss")
+        chosen = plan(n)
+        row["approximate"] = {"kind": chosen.kind, "n_lists": chosen.n_lists, "n_probe": approximate.n_probe,
+                              "build_s": round(build_s, 2),
+                              "index_mb": round((Path(folder) / "approximate.faiss").stat().st_size / 1e6, 1)}
+
+        log("  exact and approximate search...")
         flat = faiss.IndexFlatIP(DIM)
         flat.add(vectors)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)  # single queries on one core, like our einsum
         timed = latencies({"groklm": lambda q: exact_search(stored, q, K)[1],
-                           "faiss_flat": lambda q: flat.search(q[None, :], K)[1][0]}, queries)
-        faiss.omp_set_num_threads(threads)
-        flat.reset()  # free its copy of the vectors before the next index is built
+                           "faiss_flat": lambda q: flat.search(q[None, :], K)[1][0],
+                           "approximate": lambda q: approximate.search(q[None, :], K)[1][0]}, queries)
         exact, row["exact_groklm"] = timed["groklm"]
         row["exact_faiss_flat"] = timed["faiss_flat"][1]
         row["exact_speed_vs_faiss_flat"] = round(row["exact_faiss_flat"]["p50_ms"] / row["exact_groklm"]["p50_ms"], 3)
-
-        log("  approximate (FAISS IVF) build...")
-        start = time.perf_counter()
-        approximate = ApproximateIndex.build(stored)
-        build_s = time.perf_counter() - start
-        row["approximate"] = {"build_s": round(build_s, 2), "n_lists": approximate.index.nlist}
-        faiss.omp_set_num_threads(1)
-        default_probe = approximate.n_probe
-        for label, n_probe in (("default", default_probe), ("4x", 4 * default_probe)):
-            approximate.index.nprobe = min(n_probe, approximate.index.nlist)
-            found, timing = latencies({"ivf": lambda q: approximate.search(q[None, :], K)[1][0]}, queries)["ivf"]
-            recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / K for f, e in zip(found, exact)])
-            row["approximate"][f"n_probe_{label}"] = {
-                "n_probe": approximate.index.nprobe, **timing, "recall_at_10_vs_exact": round(float(recall), 4),
-                "speedup_vs_exact_p50": round(row["exact_groklm"]["p50_ms"] / timing["p50_ms"], 1),
-            }
+        found, timing = timed["approximate"]
+        row["approximate"].update(timing, recall_at_10=recall(found, exact),
+                                  speedup=round(row["exact_faiss_flat"]["p50_ms"] / timing["p50_ms"], 1))
+        approximate.index.nprobe = min(4 * approximate.n_probe, approximate.index.nlist)
+        found, timing = latencies({"approximate": lambda q: approximate.search(q[None, :], K)[1][0]}, queries)["approximate"]
+        row["approximate"]["n_probe_4x"] = {"n_probe": approximate.index.nprobe, **timing, "recall_at_10": recall(found, exact)}
         faiss.omp_set_num_threads(threads)
+        flat.reset()  # free its copy of the vectors before the next size
         log(f"  {row}")
         index.db.close()
     return row
@@ -156,6 +164,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "faiss_threads": faiss.omp_get_max_threads(),
         "data": f"synthetic unit vectors, one topic centre per {CHUNKS_PER_TOPIC} chunks; queries are noisy copies of stored vectors",
+        "ratio": rows[-1]["approximate"]["speedup"],
+        "recall_at_10": rows[-1]["approximate"]["recall_at_10"],
         "sizes": rows,
     }))
 

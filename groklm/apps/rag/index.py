@@ -356,12 +356,13 @@ class Index:
     @cached_property
     def approximate(self):
         """The FAISS IVF index over the vectors (built and saved the first time; built again
-        when its file is damaged or does not match the vectors)."""
+        when its file is damaged, does not match the vectors, or is of a kind or size that
+        `vectors.plan` no longer picks)."""
         file = self.generation_dir / "approximate.faiss"
         if file.is_file():
             try:
-                approximate = ApproximateIndex.load(file)
-                if approximate.index.ntotal == len(self) and approximate.index.d == self.vectors.shape[1]:
+                approximate = ApproximateIndex.load(file, self.vectors)
+                if approximate is not None:
                     return approximate
             except RuntimeError:  # FAISS reports an unreadable file as a RuntimeError
                 pass
