@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from groklm.errors import ConfigError
-from groklm.infer.constrain import Grammar
+from groklm.infer.constrain import Grammar, GrammarLimits, MaskBatch
 from groklm.infer.decode import decode, generate, next_logits_of
 from groklm.infer.engine import DEFAULT_CACHE_MB, AsyncEngine, Engine, EngineBusy, SamplingParams
 from groklm.infer.stop_strings import StopStrings
@@ -252,6 +252,55 @@ def test_regex_constraint_and_bad_patterns(tokenizer, model):
     assert re.fullmatch(r"[0-9]{3}-[a-z]{2,5}", completion.text)
     with pytest.raises(ConfigError):
         Grammar.from_json_schema({"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}}, tokenizer)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_batch_mixing_grammars_and_free_rows_samples_as_each_request_alone(tokenizer, overlap, monkeypatch):
+    """A batch's masks are computed together (in the worker thread while the forward pass runs,
+    or after it when they are cheap) and applied in one operation: no row gets another's mask,
+    so each reply is the one its request gets alone, whether it joined at the start or later
+    (continuous batching)."""
+    monkeypatch.setattr(MaskBatch, "HANDOFF_SECONDS", -1.0 if overlap else float("inf"))
+    model = tiny_gpt(tokenizer.vocab_size, block_size=256)
+    person = Grammar.from_json_schema(Person.model_json_schema(), tokenizer)
+    code = Grammar.from_regex(r"[0-9]{3}-[a-z]{2,5}", tokenizer)
+    grammars = [person, None, code, person, None, code, person, None]
+    params = [SamplingParams(max_tokens=60, temperature=(1.0, 0.0, 0.7)[i % 3], seed=i, top_k=(None, 20)[i % 2],
+                             frequency_penalty=0.5 if i % 4 == 0 else 0.0, logprobs=2 if i % 3 == 0 else None)
+              for i in range(8)]
+    prompts = [tokenizer.encode(f"item {i}:") for i in range(8)]
+
+    def replies(completions):
+        return [(c.text, c.token_ids, c.finish_reason, [lp.token_id for lp in c.logprobs or []]) for c in completions]
+
+    alone = replies(Engine(model, tokenizer, max_batch=1).generate([p], s, g)[0] for p, s, g in zip(prompts, params, grammars))
+    for max_batch in (8, 3):
+        assert replies(Engine(model, tokenizer, max_batch=max_batch).generate(prompts, params, grammars)) == alone
+    for (text, _, finish, _), grammar in zip(alone, grammars):
+        if grammar is person and finish == "stop":  # or cut short by max_tokens
+            Person.model_validate_json(text)
+        elif grammar is code:
+            assert re.fullmatch(r"[0-9]{3}-[a-z]{2,5}", text)
+    assert sum(finish == "stop" for _, _, finish, _ in alone[::3]) >= 2  # the grammars were followed to their ends
+
+
+def test_a_grammar_over_its_limit_fails_its_own_request_alone(tokenizer, model):
+    tight = Grammar.from_regex("[a-z]{1,400}", tokenizer, GrammarLimits(max_states=20))
+    params = SamplingParams(max_tokens=40, temperature=1.0, seed=3)
+    prompts = [tokenizer.encode(t) for t in PROMPTS]
+    clean = Engine(model, tokenizer, max_batch=4).generate(prompts, params)
+    engine = Engine(model, tokenizer, max_batch=4)
+    ids = [engine.add_request(p, params, tight if i == 1 else None) for i, p in enumerate(prompts)]
+    deltas: dict[int, list] = {i: [] for i in ids}
+    while engine.has_work():
+        for delta in engine.step():
+            deltas[delta.request_id].append(delta)
+    victim = deltas.pop(ids[1])
+    assert victim[-1].finish_reason == "error" and "--grammar-max-states" in str(victim[-1].error)
+    assert 0 < len([t for d in victim for t in d.token_ids]) < 40
+    assert {i: [t for d in got for t in d.token_ids] for i, got in deltas.items()} == {
+        ids[i]: clean[i].token_ids for i in (0, 2, 3)}
+    assert not engine.active and sorted(engine.free_slots) == [0, 1, 2, 3]
 
 
 def test_async_engine_streams_concurrent_requests_and_frees_slots(tokenizer, model):

@@ -23,11 +23,13 @@ and all of them whenever the model's weights change.
 
 Sampling is per request (its own temperature, penalties, seed, grammar), row by row after the
 batched forward pass; a request's own seeded generator makes its output the same whether it
-ran alone or in a batch. A row that goes wrong (logits that are not numbers, a grammar that
-allows nothing, a bug in one request's state) fails that request alone: its last delta
-carries the error (`Delta.error`) and the rest of the batch carries on. Text is released only
-at complete UTF-8 characters, and text that might be the start of a stop string is held back
-until it is ruled in or out (stop_strings.py).
+ran alone or in a batch. The grammars' masks are the exception: a worker thread computes them
+all while the forward pass runs, and one tensor operation applies them to the whole batch. A
+row that goes wrong (logits that are not numbers, a grammar that allows nothing, a bug in one
+request's state) fails that request alone: its last delta carries the error (`Delta.error`)
+and the rest of the batch carries on. Text is released only at complete UTF-8 characters, and
+text that might be the start of a stop string is held back until it is ruled in or out
+(stop_strings.py).
 
 The engine serves GPT models (the KV cache holds attention keys and values); a recurrent run
 is refused with a ConfigError. `sample_responses` is the batch sampler that evaluation, on-policy
@@ -48,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from groklm.errors import ConfigError, GroklmError
-from groklm.infer.constrain import Grammar, GrammarState
+from groklm.infer.constrain import Grammar, GrammarState, MaskBatch
 from groklm.infer.sampling import sample_next
 from groklm.infer.stop_strings import StopStrings
 from groklm.model.kv_cache import KVCache, bytes_per_token
@@ -252,9 +254,10 @@ class Engine:
             deltas += self._prefill(group)
         if running:
             running.sort(key=lambda r: r.slot)  # adjacent slots are read without a copy
+            masks = self._masks([r.grammar for r in running])  # computed while the forward pass runs
             last = torch.tensor([[r.generated[-1]] for r in running], device=self.device)
             logits = self.model.forward_cached(last, self.cache, [r.slot for r in running])
-            deltas += [self._emit(r, row) for r, row in zip(running, logits)]
+            deltas += self._emit_rows(running, logits, masks)
         return deltas
 
     def _make_room(self) -> list[_Request]:
@@ -310,16 +313,15 @@ class Engine:
     def _prefill(self, requests: list[_Request]) -> list[Delta]:
         """Compute the uncached rest of each prompt (the same number of tokens for each),
         filling their cache slots; a new request samples its first token."""
+        rows = [i for i, r in enumerate(requests) if not r.generated]  # a paused one feeds its last token at the next decode step
+        masks = self._masks([requests[i].grammar for i in rows])
         idx = torch.tensor([r.pending for r in requests], device=self.device)
         logits = self.model.forward_cached(idx, self.cache, [r.slot for r in requests])
-        deltas = []
-        for request, row in zip(requests, logits):
+        for request in requests:
             request.pending = []
             if self.prefix_cache:
                 self.cache.remember(request.slot, request.prompt)
-            if not request.generated:  # a paused one feeds its last token at the next decode step
-                deltas.append(self._emit(request, row))
-        return deltas
+        return self._emit_rows([requests[i] for i in rows], logits[rows], masks)
 
     def _weights_version(self) -> tuple:
         """Changes whenever a parameter is replaced or changed in place (an optimizer step, a load)."""
@@ -331,15 +333,30 @@ class Engine:
 
     # ---- choosing a token and turning it into text ------------------------------------------------
 
+    def _masks(self, grammars: list[GrammarState | None]) -> MaskBatch | None:
+        """Start computing the grammar masks of a batch's rows (None when no row has a grammar)."""
+        return MaskBatch(grammars, self.vocab_size) if any(g is not None for g in grammars) else None
+
+    def _emit_rows(self, requests: list[_Request], logits: torch.Tensor, masks: MaskBatch | None) -> list[Delta]:
+        """Each request's delta from its row of `logits`, after the grammars' masks."""
+        if masks is None:
+            return [self._emit(r, row) for r, row in zip(requests, logits)]
+        logits = masks.apply(logits)
+        return [self._fail(r, masks.errors[i]) if i in masks.errors else self._emit(r, row)
+                for i, (r, row) in enumerate(zip(requests, logits))]
+
     def _emit(self, request: _Request, logits: torch.Tensor) -> Delta:
         """The request's next token and text; if anything about its row goes wrong, its last
         delta, with the error."""
         try:
             return self._next_token(request, logits)
         except Exception as exc:  # noqa: BLE001 - one request's failure must not end everybody's
-            if self.active.pop(request.id, None) is not None:
-                self._release(request)
-            return Delta(request.id, "", [], finish_reason="error", error=exc)
+            return self._fail(request, exc)
+
+    def _fail(self, request: _Request, error: Exception) -> Delta:
+        if self.active.pop(request.id, None) is not None:
+            self._release(request)
+        return Delta(request.id, "", [], finish_reason="error", error=error)
 
     def _next_token(self, request: _Request, logits: torch.Tensor) -> Delta:
         token, logprob = self._choose(request, logits)
@@ -367,8 +384,6 @@ class Engine:
             if request.counts is None:
                 request.counts = torch.zeros(self.vocab_size, device=logits.device)
             logits = logits - p.frequency_penalty * request.counts - p.presence_penalty * (request.counts > 0)
-        if request.grammar is not None:
-            logits = logits.masked_fill(~request.grammar.allowed(self.vocab_size, logits.device), float("-inf"))
         token = int(sample_next(logits[None], p.temperature, p.top_k, p.top_p, request.generator))
         if request.counts is not None:
             request.counts[token] += 1
