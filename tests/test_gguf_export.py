@@ -151,7 +151,7 @@ def test_metadata_carries_the_tokenizer_and_chat_template(tmp_path, bpe):
     meta, _ = metadata(tmp_path / "model.gguf")
     assert meta["general.architecture"] == "llama" and meta["general.name"] == "tiny"
     assert meta["llama.attention.head_count_kv"] == 2 and meta["llama.rope.freq_base"] == 500.0
-    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt2"
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
     assert meta["tokenizer.chat_template"] == TEMPLATE
     tokens = meta["tokenizer.ggml.tokens"]
     assert len(tokens) == len(meta["tokenizer.ggml.token_type"]) == bpe.vocab_size

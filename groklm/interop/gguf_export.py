@@ -66,7 +66,7 @@ TYPES = {
     "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
 # Our pre-split regexes under the names llama.cpp (and gguf.py's reader) know them by.
-PRE_NAMES = {GPT2_PATTERN: "gpt2", SMOLLM_PATTERN: "smollm", LLAMA3_PATTERN: "llama-bpe", QWEN2_PATTERN: "qwen2"}
+PRE_NAMES = {GPT2_PATTERN: "gpt-2", SMOLLM_PATTERN: "smollm", LLAMA3_PATTERN: "llama-bpe", QWEN2_PATTERN: "qwen2"}
 # llama.cpp's token types (tokenizer.ggml.token_type)
 NORMAL, UNKNOWN, CONTROL, UNUSED, BYTE = (int(gguf.TokenType[name]) for name in ("NORMAL", "UNKNOWN", "CONTROL", "UNUSED", "BYTE"))
 # Our Llama linears -> the GGUF names (the MLP names are the same for gpt2).
