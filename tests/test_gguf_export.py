@@ -258,6 +258,7 @@ def untouched(folder, before):
     ("rnn", ConfigError, "'gru' model"),
     ("moe", ConfigError, "mixture-of-experts"),
     ("other shape", ConfigError, "Exportable shapes"),
+    ("exact gelu", ConfigError, "exact \\(erf\\) GELU"),
     ("o bias", ConfigError, "non-zero bias on blocks.0.attn.proj"),
     ("chars", TokenizerError, "character tokenizer has no GGUF form"),
     ("custom regex", TokenizerError, "custom regex"),
@@ -270,6 +271,8 @@ def test_what_gguf_cannot_hold_is_refused_and_nothing_is_written(tmp_path, bpe, 
         tiny_run(run, bpe, moe_experts=4, moe_top_k=2, n_embd=32)
     elif case == "other shape":
         tiny_run(run, bpe, pos="rope", norm="layernorm", mlp="gelu")
+    elif case == "exact gelu":
+        tiny_run(run, bpe, **{**GPT2, "mlp": "gelu_exact"})
     elif case == "o bias":
         make_run(run, bpe, **{**LLAMA, "bias": True})
     elif case == "chars":

@@ -79,12 +79,13 @@ def random_ids(vocab: int, length: int = 40) -> torch.Tensor:
 EXPORTS = [
     ("GPT2LMHeadModel", dict(GPT2_SHAPE)),
     ("GPT2LMHeadModel", dict(GPT2_SHAPE, bias=False, n_kv_head=2, tie_embeddings=False)),
+    ("GPT2LMHeadModel", dict(GPT2_SHAPE, mlp="gelu_exact")),
     ("LlamaForCausalLM", dict(LLAMA_SHAPE, bias=False, n_kv_head=2)),
     ("LlamaForCausalLM", dict(LLAMA_SHAPE, bias=True, tie_embeddings=False, rope_theta=500.0, norm_eps=1e-6)),
 ]
 
 
-EXPORT_IDS = ["gpt2", "gpt2-nobias-gqa-untied", "llama-gqa", "llama-bias-untied"]
+EXPORT_IDS = ["gpt2", "gpt2-nobias-gqa-untied", "gpt2-exact-gelu", "llama-gqa", "llama-bias-untied"]
 
 
 @pytest.mark.parametrize("architecture, options", EXPORTS, ids=EXPORT_IDS)
@@ -109,7 +110,9 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, bpe, archit
 
     # Import is the inverse: the same function back.
     import_run(tmp_path / "hf", tmp_path / "back")
-    assert max_logit_diff(hf, GPT.from_run(tmp_path / "back"), random_ids(ours.config.vocab_size)) < TOLERANCE
+    back = GPT.from_run(tmp_path / "back")
+    assert back.config.mlp == ours.config.mlp
+    assert max_logit_diff(hf, back, random_ids(ours.config.vocab_size)) < TOLERANCE
 
 
 def test_export_bfloat16(tmp_path, bpe):

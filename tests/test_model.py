@@ -19,11 +19,11 @@ from helpers.runs import save_run
 
 VOCAB, BLOCK, EMBD = 48, 16, 32
 
-# Every architectural choice, crossed: 3 x 2 x 2 x 2 x 2 x 2 = 96 tiny models.
+# Every architectural choice, crossed: 3 x 2 x 3 x 2 x 2 x 2 = 144 tiny models.
 ALL_OPTIONS = [
     dict(pos=pos, norm=norm, mlp=mlp, n_kv_head=kv, bias=bias, tie_embeddings=tie)
     for pos, norm, mlp, kv, bias, tie in itertools.product(
-        ("learned", "sinusoidal", "rope"), ("layernorm", "rmsnorm"), ("gelu", "swiglu"),
+        ("learned", "sinusoidal", "rope"), ("layernorm", "rmsnorm"), ("gelu", "gelu_exact", "swiglu"),
         (4, 2), (True, False), (True, False),
     )
 ]

@@ -118,6 +118,9 @@ def gguf_architecture(saved: dict, run_dir: Path) -> tuple[GPTConfig, str]:
                           "dense models to GGUF only (llama.cpp's MoE layouts differ from ours)")
     family = family_of(config)  # a ConfigError naming the exportable shapes
     if family == "gpt2":
+        if config.mlp == "gelu_exact":
+            raise ConfigError(f"{run_dir} uses the exact (erf) GELU, and llama.cpp's gpt2 computes the tanh form: "
+                              "GGUF cannot hold it (export to Hugging Face with --to hf, which can)")
         return config, "gpt2"
     if config.head_dim % 2:
         raise ConfigError(f"{run_dir}: head size {config.head_dim} is odd; RoPE (and so GGUF's llama) needs an even one")

@@ -39,23 +39,24 @@ from groklm.model.lora import merge_lora
 from groklm.rundir import TOKENIZER_DIR, atomic_path, read_config, read_json, write_json
 from groklm.tokenizer import load_tokenizer
 
-SHAPES = {
-    "gpt2": dict(pos="learned", norm="layernorm", mlp="gelu"),
-    "llama": dict(pos="rope", norm="rmsnorm", mlp="swiglu"),
+SHAPES = {  # field -> the values the family can hold
+    "gpt2": dict(pos=("learned",), norm=("layernorm",), mlp=("gelu", "gelu_exact")),
+    "llama": dict(pos=("rope",), norm=("rmsnorm",), mlp=("swiglu",)),
 }
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")  # same tensors and maths as Llama
-GPT2_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approximation we use
+# GPT-2's activation_function -> our mlp: transformers' names for the tanh GELU, and the exact one.
+GPT2_GELUS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}
 
 
 def family_of(config: GPTConfig) -> str:
     """Which HF architecture can hold this model: "gpt2" or "llama"; otherwise a ConfigError."""
     for family, shape in SHAPES.items():
-        if all(getattr(config, key) == value for key, value in shape.items()):
+        if all(getattr(config, key) in values for key, values in shape.items()):
             return family
     have = f"pos={config.pos}, norm={config.norm}, mlp={config.mlp}"
     raise ConfigError(
         f"cannot export a model with {have}: Hugging Face has no matching architecture. "
-        "Exportable shapes: GPT-2 (pos=learned, norm=layernorm, mlp=gelu) and "
+        "Exportable shapes: GPT-2 (pos=learned, norm=layernorm, mlp=gelu or gelu_exact) and "
         "Llama (pos=rope, norm=rmsnorm, mlp=swiglu)."
     )
 
@@ -95,7 +96,7 @@ def gpt2_config(c: GPTConfig) -> dict:
         "n_layer": c.n_layer,
         "n_head": c.n_head,
         "n_inner": c.mlp_hidden,
-        "activation_function": "gelu_new",
+        "activation_function": "gelu" if c.mlp == "gelu_exact" else "gelu_new",
         "layer_norm_epsilon": c.norm_eps,
         "resid_pdrop": c.dropout,
         "embd_pdrop": c.dropout,
@@ -241,7 +242,7 @@ def _unsupported(hf: dict, what: str) -> ConfigError:
 
 def gpt2_to_config(hf: dict, block_size: int | None) -> GPTConfig:
     if hf.get("activation_function", "gelu_new") not in GPT2_GELUS:
-        raise _unsupported(hf, f"activation {hf['activation_function']!r} (only the tanh GELU is supported)")
+        raise _unsupported(hf, f"activation {hf['activation_function']!r} (only GELU, tanh or exact, is supported)")
     if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
         raise _unsupported(hf, "non-standard attention scaling")
     if hf.get("add_cross_attention", False):
@@ -258,7 +259,7 @@ def gpt2_to_config(hf: dict, block_size: int | None) -> GPTConfig:
         bias=True,
         pos="learned",
         norm="layernorm",
-        mlp="gelu",
+        mlp=GPT2_GELUS[hf.get("activation_function", "gelu_new")],
         tie_embeddings=hf.get("tie_word_embeddings", True),
         mlp_hidden=hf.get("n_inner") or 4 * hf["n_embd"],
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),

@@ -14,7 +14,7 @@ from groklm.errors import ConfigError
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_exact", "swiglu")
 
 
 @dataclass
@@ -29,9 +29,9 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
     pos: str = "learned"  # learned | sinusoidal | rope
     norm: str = "layernorm"  # layernorm | rmsnorm
-    mlp: str = "gelu"  # gelu | swiglu
+    mlp: str = "gelu"  # gelu (tanh-approximated, GPT-2) | gelu_exact (erf, nanoGPT) | swiglu
     tie_embeddings: bool = True  # the LM head reuses the token embedding matrix
-    mlp_hidden: int | None = None  # None: 4*n_embd for gelu, ~8/3*n_embd (multiple of 64) for swiglu
+    mlp_hidden: int | None = None  # None: 4*n_embd for gelu(_exact), ~8/3*n_embd (multiple of 64) for swiglu
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     # Mixture of experts (see moe.py): moe_experts > 0 replaces every block's MLP with that many
@@ -45,7 +45,7 @@ class GPTConfig:
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.mlp_hidden is None:
-            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else _swiglu_hidden(self.n_embd)
+            self.mlp_hidden = _swiglu_hidden(self.n_embd) if self.mlp == "swiglu" else 4 * self.n_embd
         self.validate()
 
     @property

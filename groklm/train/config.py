@@ -103,9 +103,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": dict(batch_size=16, max_iters=500, lr=2e-3, min_lr=2e-4, warmup_iters=50,
                       eval_interval=100, eval_iters=10, log_interval=10),
     },
-    # nanoGPT's CPU recipe for character-level Tiny Shakespeare (val loss about 1.88).
+    # nanoGPT's CPU recipe for character-level Tiny Shakespeare (val loss about 1.88), with
+    # nanoGPT's exact GELU (the tanh form costs 3x as much on a CPU).
     "shakespeare-char": {
-        "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
+        "model": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False, mlp="gelu_exact"),
         "train": dict(batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, lr_decay_iters=2000,
                       warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=20, log_interval=10),
     },
