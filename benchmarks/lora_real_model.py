@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,23 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from finetune import MODEL, ensure_run  # noqa: E402  (the SmolLM2 run both benchmarks start from)
 
 from groklm.eval.harness import evaluate_run  # noqa: E402
 from groklm.runs import merge_run  # noqa: E402
 from groklm.train.dpo import train_dpo  # noqa: E402
 from groklm.train.sft import sft  # noqa: E402
-
-MODEL = "smollm2-135m-instruct"
-
-
-def ensure_run(run: str | None, scratch: Path) -> str:
-    if run is not None:
-        return run
-    out = scratch / "smol"
-    print(f"importing {MODEL} into {out}", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "groklm", "import", MODEL, "--out", str(out)], check=True,
-                   cwd=Path(__file__).resolve().parent.parent, stdout=sys.stderr)
-    return str(out)
 
 
 def accuracies(report: dict) -> dict:
