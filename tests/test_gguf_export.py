@@ -32,6 +32,7 @@ from groklm.tokenizer import CharTokenizer, Conventions, Tokenizer  # noqa: E402
 from groklm.tokenizer.chat import render_text  # noqa: E402
 
 from helpers.cli import run as cli  # noqa: E402
+from helpers.runs import perturbed_run as make_run  # noqa: E402
 from helpers.runs import save_run, tiny_run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -59,18 +60,6 @@ TOLERANCE = 1e-4
 def bpe():
     tokenizer = Tokenizer.train(CORPUS, 330, pattern="gpt2")
     return tokenizer.with_conventions(Conventions(eos_token="<|im_end|>", bos_token="<|endoftext|>", chat_template=TEMPLATE))
-
-
-def make_run(path, tokenizer, seed=0, **shape):
-    """A tiny run with weights perturbed away from their init (so no zero bias or unit norm hides a bug)."""
-    tiny_run(path, tokenizer, seed=seed, **shape)
-    model, _ = load(path)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    save_weights(model, path / "model.safetensors")
-    return model
 
 
 def hf_from_gguf(path):

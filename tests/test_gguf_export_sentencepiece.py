@@ -25,13 +25,11 @@ tokenizers = pytest.importorskip("tokenizers")
 from groklm.errors import TokenizerError  # noqa: E402
 from groklm.interop.gguf_export import export_gguf  # noqa: E402
 from groklm.interop.imports import import_run  # noqa: E402
-from groklm.model.weights import save_weights  # noqa: E402
-from groklm.runs import load  # noqa: E402
 from groklm.tokenizer import MetaspaceTokenizer  # noqa: E402
 from groklm.tokenizer.imports import from_gguf_vocab, from_hf_dict  # noqa: E402
 from groklm.tokenizer.metaspace import SPACE, byte_token  # noqa: E402
 
-from helpers.runs import tiny_run  # noqa: E402
+from helpers.runs import perturbed_run, tiny_run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -82,14 +80,7 @@ def first():
 
 def make_run(path, tokenizer, seed=0):
     """A tiny llama run with weights perturbed away from their init, and unused embedding rows."""
-    tiny_run(path, tokenizer, seed=seed, vocab_size=tokenizer.vocab_size + FILLERS, **LLAMA)
-    model, _ = load(path)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    save_weights(model, path / "model.safetensors")
-    return model
+    return perturbed_run(path, tokenizer, seed=seed, vocab_size=tokenizer.vocab_size + FILLERS, **LLAMA)
 
 
 def metadata(path):

@@ -54,6 +54,19 @@ def tiny_run(directory: Path, tokenizer: Tokenizer | str = ASCII, *, seed: int =
     return save_run(directory, GPT(config), tokenizer, stage)
 
 
+def perturbed_run(directory: Path, tokenizer: Tokenizer | str = ASCII, *, seed: int = 0, **options) -> GPT:
+    """tiny_run with every weight moved off its init (fresh models have unit norm gains and zero
+    biases, which could hide a conversion that drops them); returns the saved model."""
+    tiny_run(directory, tokenizer, seed=seed, **options)
+    model = GPT.from_run(directory)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    save_weights(model, Path(directory) / "model.safetensors")
+    return model
+
+
 def read_metrics(run: Path) -> list[dict]:
     """The run's metrics.jsonl, one dict per logged step."""
     return [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
