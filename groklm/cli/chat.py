@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest reply (default 256)")
     parser.add_argument("--seed", type=int, default=None, help="make the replies repeatable")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--quantize", default=None, metavar="KIND",
+                        help="weight-only int8 or int4 for faster decoding on a CPU (default: the run's own weights)")
     parser.add_argument("--kv-cache-mb", type=float, default=512, metavar="MB",  # groklm.infer.engine.DEFAULT_CACHE_MB
                         help="memory for the KV cache, in MiB (default 512)")
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
@@ -37,6 +39,7 @@ def register(subparsers) -> None:
 
 def run_chat(args: argparse.Namespace) -> None:
     from groklm.infer.chat import HELP, chat_loop
+    from groklm.model.quantize import quantize_weights
     from groklm.rundir import TOKENIZER_DIR
     from groklm.runs import load
     from groklm.tokenizer.chat import check_chat_embeddings, check_chat_template
@@ -46,6 +49,8 @@ def run_chat(args: argparse.Namespace) -> None:
     model, tokenizer = load(args.run, device=args.device)
     check_chat_template(tokenizer, f"{args.run}/{TOKENIZER_DIR}/tokenizer.json")
     check_chat_embeddings(tokenizer, model.config.vocab_size, args.run)
+    if args.quantize:
+        quantize_weights(model, args.quantize)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {args.run} ({HELP})", file=sys.stderr)

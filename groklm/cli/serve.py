@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--embedder", default=None, metavar="SPEC",
                         help="also answer /v1/embeddings with this embedder: default (all-MiniLM-L6-v2) or hf:DIR")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--quantize", default=None, metavar="KIND",
+                        help="weight-only int8 or int4 for faster decoding on a CPU (default: the run's own weights)")
     grammar = parser.add_argument_group(
         "grammar limits", "what one response_format schema or forced tool call may cost; a request over a limit gets a "
         "400 naming it (defaults: groklm.infer.constrain.GrammarLimits)")
@@ -83,7 +85,7 @@ def run_serve(args: argparse.Namespace) -> None:
         if not isinstance(embedder, Embedder):
             raise ConfigError("--embedder must be a local model (default or hf:DIR), not another server")
     engine = Engine.from_run(args.run, device=args.device, max_batch=args.max_batch, cache_mb=args.kv_cache_mb,
-                             prefix_cache=args.prefix_cache)
+                             prefix_cache=args.prefix_cache, quantize=args.quantize)
     check_chat_template(engine.tokenizer, str(Path(args.run) / TOKENIZER_DIR / "tokenizer.json"))
     check_chat_embeddings(engine.tokenizer, engine.model.config.vocab_size, args.run)  # else every chat request fails
     engine = AsyncEngine(engine, args.max_waiting)

@@ -54,6 +54,7 @@ from groklm.infer.constrain import Grammar, GrammarState, MaskBatch
 from groklm.infer.sampling import sample_next
 from groklm.infer.stop_strings import StopStrings
 from groklm.model.kv_cache import KVCache, bytes_per_token
+from groklm.model.quantize import quantize_weights
 from groklm.runs import load
 from groklm.tokenizer.chat import stop_ids
 
@@ -195,8 +196,12 @@ class Engine:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", max_batch: int = 32,
-                 cache_mb: float | None = DEFAULT_CACHE_MB, prefix_cache: bool = True) -> Engine:
+                 cache_mb: float | None = DEFAULT_CACHE_MB, prefix_cache: bool = True, quantize: str | None = None) -> Engine:
+        """quantize: None (the run's own weights), "int8" or "int4": weight-only quantization for
+        faster decoding on a CPU (groklm.model.quantize)."""
         model, tokenizer = load(run_dir, device=device)
+        if quantize:
+            quantize_weights(model, quantize)
         return cls(model, tokenizer, max_batch, cache_mb, prefix_cache)
 
     # ---- requests -----------------------------------------------------------------------------

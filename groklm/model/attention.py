@@ -56,7 +56,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, qkv_size, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()  # see MLP
         self.rotary = (
             RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
             if config.pos == "rope"
@@ -78,31 +78,30 @@ class CausalSelfAttention(nn.Module):
         cache: during generation, the KV cache of this layer (groklm.model.kv_cache): x holds
         only the new tokens, at `positions`; they attend over everything cached before them."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
-            dim=-1,
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, n_head, T, hd)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, n_kv_head, T, hd)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        # Queries, then keys, then values, head by head: (B, n_head + 2 n_kv_head, T, head_dim).
+        heads = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim).transpose(1, 2)
+        q_and_k, v = heads.split([self.n_head + self.n_kv_head, self.n_kv_head], dim=1)
         if self.rotary is not None:
-            q, k = self.rotary(q, positions), self.rotary(k, positions)
+            q_and_k = self.rotary(q_and_k, positions)  # queries and keys turn alike: one rotation for both
+        q, k = q_and_k.split([self.n_head, self.n_kv_head], dim=1)
         causal = mask is None
         if cache is not None:
             k, v, mask = cache.update(k, v)  # keys/values of the whole sequence so far
             causal = False  # the cache's mask (or none: every key is visible) says what each token sees
-        # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
-        if self.n_kv_head != self.n_head:
-            repeat = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
 
         dropout = self.dropout if self.training else 0.0
-        if return_weights:
+        written_out = return_weights or (cache is None and written_out_is_faster(q, dropout))
+        if written_out and self.n_kv_head != self.n_head:
+            # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
+            repeat = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        if written_out:
             y, weights = explicit_attention(q, k, v, mask)
-        elif cache is None and written_out_is_faster(q, dropout):
-            y, _ = explicit_attention(q, k, v, mask)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+            # The fused kernel reads each kv head once for its group of query heads, where
+            # repeating them would copy the whole cache every step.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
+                                               enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y

@@ -58,7 +58,9 @@ class MLP(nn.Module):
         self.gate = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias) if self.kind == "swiglu" else None
         self.proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
         self.proj.is_residual_projection = True
-        self.dropout = nn.Dropout(config.dropout)
+        # Without dropout, an Identity: nn.Dropout costs a call even when it does nothing,
+        # several times per layer on every decode step.
+        self.dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
@@ -122,7 +124,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
         if config.pos == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -52,12 +52,16 @@ class LayerCache:
         batch may read, (B, n_kv_head, L, head_dim) for L = the longest row, and the mask
         (see CacheBatch)."""
         b = self.batch
-        heads, dim = k.size(1), k.size(3)
+        rows, heads, dim = k.size(0), k.size(1), k.size(3)
         flat_keys, flat_values = self.keys.view(-1, heads, dim), self.values.view(-1, heads, dim)
-        flat_keys[b.where] = k.transpose(1, 2).reshape(-1, heads, dim)  # one scatter of the B x T new rows
-        flat_values[b.where] = v.transpose(1, 2).reshape(-1, heads, dim)
-        keys = self.keys[b.pages].flatten(1, 2)[:, : b.length]  # gather whole pages: (B, L, heads, dim)
-        values = self.values[b.pages].flatten(1, 2)[:, : b.length]
+        flat_keys.index_copy_(0, b.where, k.transpose(1, 2).reshape(-1, heads, dim))  # one scatter of the B x T new rows
+        flat_values.index_copy_(0, b.where, v.transpose(1, 2).reshape(-1, heads, dim))
+        if b.run is not None:  # one row on consecutive pages: read them where they are
+            keys, values = self.keys[b.run], self.values[b.run]
+        else:  # gather whole pages
+            keys, values = self.keys.index_select(0, b.pages.view(-1)), self.values.index_select(0, b.pages.view(-1))
+        keys = keys.view(rows, -1, heads, dim)[:, : b.length]  # (B, L, heads, dim)
+        values = values.view(rows, -1, heads, dim)[:, : b.length]
         return keys.transpose(1, 2), values.transpose(1, 2), b.mask
 
 
@@ -73,6 +77,9 @@ class CacheBatch:
     # (B, 1, T, length) "may attend": a new token sees cached positions up to its own. None when
     # every row sees every key read (one new token per row, all rows the same length).
     mask: torch.Tensor | None
+    # One row whose pages are consecutive in the pool (the usual case for a lone request: free
+    # pages go out lowest first): those pages as a slice, read in place instead of gathered.
+    run: slice | None = None
 
 
 def bytes_per_token(config: GPTConfig, dtype: torch.dtype = torch.float32) -> int:
@@ -230,7 +237,12 @@ class KVCache:
         mask = None
         if new_tokens > 1 or len(set(starts)) > 1:
             mask = torch.arange(length, device=device)[None, None, None, :] <= positions[:, None, :, None]
-        return CacheBatch(list(slots), pages, where, positions, length, mask)
+        run = None
+        if len(slots) == 1:
+            first = self.tables[slots[0]][0]
+            if self.tables[slots[0]][:count] == list(range(first, first + count)):
+                run = slice(first, first + count)
+        return CacheBatch(list(slots), pages, where, positions, length, mask, run)
 
     def layer(self, index: int, batch: CacheBatch) -> LayerCache:
         return LayerCache(self.keys[index], self.values[index], batch)
