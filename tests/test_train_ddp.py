@@ -17,7 +17,7 @@ from groklm.train.pretrain import pretrain
 from groklm.train.reward import RewardModel
 
 from helpers.runs import read_metrics, tiny_run
-from helpers.training import REPO, TINY, cli_env, make_data
+from helpers.training import REPO, TINY, cli_env, ddp_pretrain, make_data
 
 RUN = {**TINY, "max_iters": 20, "log_interval": 1, "grad_accum": 2}
 
@@ -26,12 +26,7 @@ def test_two_processes_match_one(tmp_path):
     data = make_data(tmp_path / "data")
     single = read_metrics(pretrain(data, tmp_path / "single", overrides=RUN, progress=False))
 
-    sets = [f"{k}={v}" for k, v in RUN.items()]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "groklm", "pretrain", "--data", str(data), "--out", str(tmp_path / "ddp"), "--no-progress", "--set", *sets]
-    done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ddp = read_metrics(tmp_path / "ddp")
+    ddp = read_metrics(ddp_pretrain(data, tmp_path / "ddp", RUN))
 
     assert [r["step"] for r in ddp] == [r["step"] for r in single] == list(range(1, 21))
     for a, b in zip(ddp, single):

@@ -2,7 +2,8 @@
 
     RUN/checkpoint/
       model.safetensors   the weights (adapters.safetensors instead for a LoRA run: only the adapters)
-      trainer.pt          optimizer (AdamW moments), grad scaler, RNG states (torch, cuda, numpy, python)
+      trainer.pt          optimizer (AdamW moments, and Muon momenta with optimizer=muon), grad scaler,
+                          RNG states (torch, cuda, numpy, python)
       state.json          step, elapsed time, data position
 
 A checkpoint is written whole into a fresh folder, which then replaces the old one by rename:
@@ -67,9 +68,15 @@ def load_checkpoint(folder: Path, model, optimizer, scaler) -> dict:
         raise CheckpointError(f"{path} does not exist; the checkpoint is incomplete")
     try:
         trainer = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(trainer.get("optimizer"), dict) and trainer["optimizer"].keys() != optimizer.state_dict().keys():
+            # AdamW's state is {state, param_groups}, Muon with AdamW's {adamw, muon}.
+            raise CheckpointError(f"{path} holds another optimizer's state than this run's; resume with the "
+                                  "optimizer the run was trained with (--set optimizer=...)")
         optimizer.load_state_dict(trainer["optimizer"])
         scaler.load_state_dict(trainer["scaler"])
         set_rng_state(trainer["rng"])
+    except CheckpointError:
+        raise
     except Exception as error:  # truncated zip, foreign pickle, wrong shapes: all the same to a user
         raise CheckpointError(f"{path} is corrupt or does not fit this model ({type(error).__name__}: {error})") from error
     return state

@@ -17,6 +17,7 @@ from groklm.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
@@ -32,6 +33,12 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    # adamw | muon: Muon (torch.optim.Muon) for the hidden layers' weight matrices, AdamW with the
+    # settings above for embeddings, output heads, norms and biases. A LoRA run trains its
+    # adapters with AdamW either way (train/loop.py, muon_matrices, says why).
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02  # Muon's peak learning rate; the schedule scales it as it scales lr
+    muon_momentum: float = 0.95
     eval_interval: int = 250  # validate (and checkpoint) every this many steps, and at the end
     eval_iters: int = 20  # validation batches per evaluation
     log_interval: int = 10  # steps between metrics.jsonl lines
@@ -68,6 +75,14 @@ class TrainConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if not self.muon_lr > 0:
+            raise ConfigError(f"muon_lr must be > 0, got {self.muon_lr}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if self.optimizer == "muon" and not self.lr > 0:
+            raise ConfigError(f"optimizer=muon needs lr > 0 (Muon's rate follows the schedule of lr), got lr={self.lr}")
         if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be 0 (full fine-tuning) or a positive integer, got {self.lora_rank!r}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
@@ -149,10 +164,19 @@ def split_overrides(overrides: dict, model_class: type) -> tuple[dict, dict]:
 
 
 def add_training_arguments(parser, set_help: str = "override a training setting, e.g. --set max_iters=500 lr=1e-4") -> None:
-    """The options every training stage's command takes: --set KEY=VALUE..., --resume, --no-progress."""
+    """The options every training stage's command takes: --set KEY=VALUE..., --optimizer, --resume,
+    --no-progress. --optimizer NAME is short for --set optimizer=NAME (it joins the same list)."""
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--optimizer", dest="overrides", action="append", type=optimizer_setting, metavar="|".join(OPTIMIZERS),
+                        help="adamw (default), or muon: Muon for the hidden weight matrices, AdamW for the rest "
+                        "(its peak rate: --set muon_lr=...)")
     parser.add_argument("--resume", action="store_true", help="continue the output run from its checkpoint, exactly")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def optimizer_setting(name: str) -> str:
+    """--optimizer NAME as the --set item it stands for (TrainConfig checks the name)."""
+    return f"optimizer={name}"
 
 
 def parse_set_args(items: list[str]) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 One optimizer step:
   for each of this process's micro-batches:  loss = loss_fn(model, batch); (loss / n).backward()
-  clip the gradient norm; AdamW step with this step's learning rate; zero the gradients.
+  clip the gradient norm; optimizer step with this step's learning rate; zero the gradients.
+The optimizer is AdamW, or Muon for the hidden matrices with AdamW for the rest (optimizer=muon).
 Gradient accumulation makes a big batch out of several small ones that fit in memory; with
 several processes DDP averages the gradients of their micro-batches, so the step is the same
 as one process running them all. Batches come from a function of the step number, which is
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from groklm.errors import ConfigError, DataError
 from groklm.jsonl import read_jsonl, write_jsonl
 from groklm.model.gpt import set_grad_checkpoint
-from groklm.model.lora import save_trained_weights
+from groklm.model.lora import is_lora_key, save_trained_weights
 from groklm.rundir import METRICS_FILE
 from groklm.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from groklm.train.config import TrainConfig
@@ -101,28 +102,105 @@ def autocast(device: torch.device, dtype: torch.dtype):
 # ---- optimizer and schedule -----------------------------------------------------------------
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay for matrices only: not for biases, norm gains or embedding tables.
+def embedding_weights(model: nn.Module) -> set[int]:
+    """ids of the model's embedding tables (a tied LM head shares its table's id)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+
+
+def param_groups(model: nn.Module, weight_decay: float, leave_out: frozenset[int] = frozenset()) -> list[dict]:
+    """AdamW's groups: weight decay for matrices only, not for biases, norm gains or embedding
+    tables. leave_out: ids of parameters another optimizer trains.
 
     Decay pulls weights towards zero; that regularizes the matrices that mix features, but on
     a gain or a bias it only fights the scale the model needs, and on an embedding table it
     shrinks rare tokens' rows (rarely updated) more than common ones. named_parameters() yields
     a tied weight once, so the shared embedding / LM head matrix is counted once.
     """
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = embedding_weights(model)
     decay, no_decay = [], []
     for _, p in model.named_parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in leave_out:
             (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+# The model classes' output layers (GPT and RNN lm_head, the reward, value and classifier heads,
+# seq2seq's vocabulary projection): Muon is for hidden matrices, not for these.
+OUTPUT_LAYERS = ("lm_head", "head", "value_head", "out")
+
+
+def muon_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters Muon takes: the weight matrices of hidden layers, each once.
+
+    Left to AdamW: embedding tables (a tied LM head with them), output layers, norms and biases
+    (not 2-D), single-row or single-column matrices (a vector: orthogonalizing its update only
+    normalizes it), and LoRA adapters. Muon's orthogonalized update is steepest descent for a
+    whole weight matrix; LoRA trains the factors B and A of a low-rank change instead, and
+    orthogonalizing each factor's update apart gives every singular direction the same step
+    whatever the other factor holds (B starts at zero), which is not a step on their product.
+    AdamW is what LoRA is tuned with, so a LoRA run trains with AdamW alone.
+    """
+    embeddings = embedding_weights(model)
+    heads = {id(p) for name, m in model.named_modules() if name.rpartition(".")[2] in OUTPUT_LAYERS
+             for p in m.parameters(recurse=False)}
+    return [p for name, p in model.named_parameters()
+            if p.requires_grad and p.dim() == 2 and min(p.shape) > 1 and not is_lora_key(name)
+            and id(p) not in embeddings and id(p) not in heads]
+
+
+class MuonWithAdamW:
+    """Muon for the hidden matrices and AdamW for the rest, driven as one optimizer.
+
+    param_groups lists both optimizers' groups, so whatever sets a step's learning rate on every
+    group (the loop, PPO), unscales gradients (GradScaler) or clips them works unchanged. That
+    rate is AdamW's; Muon's groups step at it times muon_lr / lr, so one schedule drives both
+    and Muon's peak is muon_lr. state_dict holds both optimizers' states under their names.
+    """
+
+    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Muon, muon_lr_ratio: float):
+        self.adamw, self.muon, self.muon_lr_ratio = adamw, muon, muon_lr_ratio
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Looked up each time: load_state_dict replaces an optimizer's group dicts with new ones.
+        return self.adamw.param_groups + self.muon.param_groups
+
+    def step(self) -> None:
+        self.adamw.step()
+        scheduled = [group["lr"] for group in self.muon.param_groups]
+        for group, lr in zip(self.muon.param_groups, scheduled):
+            group["lr"] = lr * self.muon_lr_ratio
+        self.muon.step()
+        for group, lr in zip(self.muon.param_groups, scheduled):  # the exact value back, no rounding drift
+            group["lr"] = lr
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adamw.zero_grad(set_to_none=set_to_none)
+        self.muon.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adamw.load_state_dict(state["adamw"])
+        self.muon.load_state_dict(state["muon"])
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW | MuonWithAdamW:
+    """AdamW on every trainable parameter, or (optimizer=muon) Muon on the hidden matrices and
+    AdamW on the rest; a model with no matrix for Muon (a LoRA run) gets AdamW alone."""
+    matrices = muon_matrices(model) if cfg.optimizer == "muon" else []
     # The fused kernel does the whole update in one pass per group instead of one pass per
     # operation of the update (a launch each on a GPU, a sweep through memory each on a CPU).
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cuda", "cpu")
-    )
+    adamw = torch.optim.AdamW(param_groups(model, cfg.weight_decay, frozenset(map(id, matrices))), lr=cfg.lr,
+                              betas=(cfg.beta1, cfg.beta2), fused=device.type in ("cuda", "cpu"))
+    if not matrices:
+        return adamw
+    ratio = cfg.muon_lr / cfg.lr
+    # Muon's decay is lr * weight_decay * w like AdamW's, but at its own, larger lr; dividing by
+    # the ratio makes a matrix shrink by the same factor a step under either optimizer.
+    muon = torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay / ratio, momentum=cfg.muon_momentum)
+    return MuonWithAdamW(adamw, muon, ratio)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,17 @@ def cli_env() -> dict:
     """The environment for `python -m groklm` subprocesses: this checkout, one thread."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def ddp_pretrain(data: Path, out: Path, settings: dict, *flags: str) -> Path:
+    """`groklm pretrain` on 2 processes (torchrun, gloo on the CPU) with `--set` settings and
+    extra flags; returns the run directory, failing the test with the stderr of a failed run."""
+    sets = [f"{key}={value}" for key, value in settings.items()]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "groklm",
+               "pretrain", "--data", str(data), "--out", str(out), "--no-progress", *flags, "--set", *sets]
+    done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
 
 
 def sum_chats(n: int, seed: int = 0) -> list[dict]:
