@@ -37,7 +37,8 @@ def test_every_stage_writes_its_directory_and_the_report(finished):
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     markdown = (out / "report.md").read_text()
     for row in ("| pretrain |", "| sft |", "| reward model |", "| dpo |", "| ppo |", "## Accuracy", "## Samples",
-                "## The targeted metric", "## Sample conversations"):
+                "## The targeted metric", "## Sample conversations", "| mean | mean, held-out wordings |",
+                "Accuracy per task on held-out wordings"):
         assert row in markdown
 
 
@@ -52,6 +53,22 @@ def test_report_figures_are_measured(finished):
     assert set(report["evals"]) == {"base", "sft", "dpo", "ppo"}
     assert all(r["count"] == 1 for results in report["evals"].values() for r in results.values())
     assert len(report["samples"]) == 3
+
+
+def test_report_scores_the_chat_stages_on_held_out_wordings_apart(finished):
+    """evals_heldout: the chat stages, greedy, on every task's heldout split, beside (not in) evals."""
+    out, report = finished
+    heldout = report["evals_heldout"]
+    assert set(heldout) == {"sft", "dpo", "ppo"} and all(set(results) == set(TASKS) for results in heldout.values())
+    assert all(r["count"] == 1 and 0.0 <= r["accuracy"] <= 1.0 for results in heldout.values() for r in results.values())
+    assert all(set(results) == set(TASKS) for results in report["evals"].values())  # no heldout task mixed in
+    # the accuracy table's rows: stage, a cell per task, the mean, the held-out wordings' mean
+    cells = [line.strip("| ").split(" | ") for line in (out / "report.md").read_text().splitlines()]
+    accuracy_rows = {row[0]: row for row in cells if len(row) == len(TASKS) + 3}
+    percent = lambda results: f"{100 * sum(r['accuracy'] for r in results.values()) / len(results):.1f}%"  # noqa: E731
+    assert accuracy_rows["base"][-2:] == [percent(report["evals"]["base"]), "not measured"]
+    for stage, results in heldout.items():
+        assert accuracy_rows[stage][-2:] == [percent(report["evals"][stage]), percent(results)]
 
 
 def test_report_has_the_targeted_metric_with_kl(finished):
@@ -100,4 +117,7 @@ def test_full_speedrun_learns(tmp_path):
     assert mean["sft"] > mean["base"] + 0.2
     assert report["stages"]["reward"]["val_accuracy"] > 0.6
     assert report["targeted"]["dpo"]["gain"] > 0.03 and report["targeted"]["ppo"]["gain"] > 0.03
+    heldout = {stage: sum(r["accuracy"] for r in results.values()) / len(results)
+               for stage, results in report["evals_heldout"].items()}
+    assert heldout["dpo"] >= heldout["sft"] - 0.02 and heldout["ppo"] >= heldout["sft"] - 0.02  # 0.02: noise of 600 answers
     assert report["wall_s"] < 20 * 60

@@ -234,7 +234,7 @@ def small_bpe() -> Tokenizer:
 @pytest.mark.parametrize("task", TASKS)
 def test_conversations_fit_a_small_context(task, small_bpe):
     limit = 200 if task == "multiturn" else 128
-    for record in TASKS[task].sft(N, "train", 0):
+    for record in TASKS[task].sft(N, "train", 0) + TASKS[task].sft(N, "heldout", 0):
         ids, trained = render_chat(small_bpe, record["messages"])
         assert len(ids) < limit and any(trained)
 

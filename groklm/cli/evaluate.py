@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         "their mean accuracy and expected score")
     parser.add_argument("--samples", type=int, default=4, help="sampled answers per problem when --temperature > 0 (default 4)")
     parser.add_argument("--reference", metavar="RUN", help="with --temperature: also the KL of the sampled answers to this run's model")
+    parser.add_argument("--split", choices=("test", "heldout"), default="test",
+                        help="test problems in the training wordings, or in wordings no training record uses (default test)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(func=run_eval)
@@ -36,5 +38,5 @@ def run_eval(args: argparse.Namespace) -> None:
 
     report = evaluate_run(Path(args.run), args.tasks, args.n, args.seed, args.device, args.max_new_tokens,
                           progress=not args.json and sys.stderr.isatty(), temperature=args.temperature, samples=args.samples,
-                          reference=args.reference)
+                          reference=args.reference, split=args.split)
     print(json.dumps(report) if args.json else format_table(report))

@@ -1,4 +1,5 @@
-"""The eval harness: accuracy of a run on tasks that a program can grade, on the TEST split.
+"""The eval harness: accuracy of a run on tasks that a program can grade, on the TEST split
+(or on "heldout": test problems in wordings no training record uses, see groklm.tasks.base).
 
 Two ways to ask a model a question:
 
@@ -30,10 +31,11 @@ from groklm.errors import ConfigError
 from groklm.infer.engine import sample_responses
 from groklm.infer.scoring import choice_logprobs, pack_responses, token_logprobs
 from groklm.runs import load
-from groklm.tasks import TASKS
+from groklm.tasks import HELDOUT, TASKS
 from groklm.tokenizer.chat import render_prompt
 
 CHOICE_SUFFIX = ":mc"
+EVAL_SPLITS = ("test", HELDOUT)
 
 
 def parse_tasks(spec: str | list[str]) -> list[str]:
@@ -95,10 +97,10 @@ def answer_kl(model, reference, prompts: list[list[int]], replies: list[list[int
 
 
 def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_tokens: int, progress=None,
-                    temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
+                    temperature: float = 0.0, samples: int = 1, reference=None, split: str = "test") -> dict:
     """Greedy answers (temperature 0), or `samples` sampled answers per problem; count = answers graded.
     With a reference model and sampling, also the mean KL(model || reference) of the answers."""
-    records = TASKS[task].rl_prompts(n, split="test", seed=seed) * (samples if temperature > 0 else 1)
+    records = TASKS[task].rl_prompts(n, split=split, seed=seed) * (samples if temperature > 0 else 1)
     prompts, replies = answer_ids(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, temperature, seed)
     scores = [TASKS[task].verify(record, reply_text(tokenizer, reply)) for record, reply in zip(records, replies)]
     if progress:
@@ -112,9 +114,9 @@ def eval_generation(model, tokenizer, task: str, n: int, seed: int, max_new_toke
     return result
 
 
-def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) -> dict:
+def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None, split: str = "test") -> dict:
     correct, right_prob, count = 0, 0.0, 0
-    for record in TASKS[task].choices(n, split="test", seed=seed):
+    for record in TASKS[task].choices(n, split=split, seed=seed):
         logp = choice_logprobs(model, tokenizer, record["prompt"], record["choices"])
         correct += int(logp.argmax().item() == record["answer_index"])
         right_prob += logp.softmax(dim=0)[record["answer_index"]].item()
@@ -126,27 +128,32 @@ def eval_choices(model, tokenizer, task: str, n: int, seed: int, progress=None) 
 
 
 def evaluate_model(model, tokenizer, tasks, n: int = 100, seed: int = 0, max_new_tokens: int = 64, progress: bool = False,
-                   temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
-    """{task: {"kind", "count", "correct", "accuracy", "mean_score"}} for a loaded model.
+                   temperature: float = 0.0, samples: int = 1, reference=None, split: str = "test") -> dict:
+    """{task: {"kind", "count", "correct", "accuracy", "mean_score"}} for a loaded model, on the
+    test split or the heldout one (`split`).
     temperature > 0: generation tasks sample `samples` answers per problem (multiple choice is
     unchanged), and with a `reference` model also report the answers' mean KL to it ("kl")."""
     if temperature < 0 or samples < 1:
         raise ConfigError(f"temperature must be >= 0 and samples >= 1; got {temperature} and {samples}")
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"evals run on the {' or '.join(EVAL_SPLITS)} split, not {split!r} "
+                          "(the train split is what the model learned from)")
     names = parse_tasks(tasks)
     results = {}
     with tqdm(total=n * len(names), unit="q", disable=not progress, dynamic_ncols=True) as bar:
         for name in names:
             if name.endswith(CHOICE_SUFFIX):
-                results[name] = eval_choices(model, tokenizer, name[: -len(CHOICE_SUFFIX)], n, seed, bar)
+                results[name] = eval_choices(model, tokenizer, name[: -len(CHOICE_SUFFIX)], n, seed, bar, split)
             else:
                 results[name] = eval_generation(model, tokenizer, name, n, seed, max_new_tokens, bar, temperature, samples,
-                                                reference)
+                                                reference, split)
     return results
 
 
 def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "cpu", max_new_tokens: int = 64,
-                 progress: bool = False, temperature: float = 0.0, samples: int = 1, reference=None) -> dict:
-    """Load a run and evaluate it: {"run", "n", "seed", "temperature", "samples", "tasks": {task: result}}.
+                 progress: bool = False, temperature: float = 0.0, samples: int = 1, reference=None,
+                 split: str = "test") -> dict:
+    """Load a run and evaluate it: {"run", "n", "seed", "split", "temperature", "samples", "tasks": {task: result}}.
     reference: another run (e.g. the SFT model an aligned run started from) to measure the sampled
     answers' KL against."""
     if n < 1:
@@ -158,16 +165,18 @@ def evaluate_run(run, tasks="all", n: int = 100, seed: int = 0, device: str = "c
         if ref_tokenizer.vocab_size != tokenizer.vocab_size or ref_tokenizer.special_tokens != tokenizer.special_tokens:
             raise ConfigError(f"--reference {reference} has another tokenizer than {run}; a KL between them compares "
                               "different token sequences (use the run this one was fine-tuned from)")
-    results = evaluate_model(model, tokenizer, tasks, n, seed, max_new_tokens, progress, temperature, samples, ref_model)
+    results = evaluate_model(model, tokenizer, tasks, n, seed, max_new_tokens, progress, temperature, samples, ref_model,
+                             split)
     samples = samples if temperature > 0 else 1
-    return {"run": str(run), "n": n, "seed": seed, "temperature": temperature, "samples": samples, "tasks": results}
+    return {"run": str(run), "n": n, "seed": seed, "split": split, "temperature": temperature, "samples": samples,
+            "tasks": results}
 
 
 def format_table(report: dict) -> str:
     how = "greedy"
     if report.get("temperature"):
         how = f"{report['samples']} sampled answer(s) per problem at temperature {report['temperature']:g}"
-    lines = [f"{report['run']} (test split, seed {report['seed']}, {how})",
+    lines = [f"{report['run']} ({report['split']} split, seed {report['seed']}, {how})",
              f"{'task':<16} {'kind':<9} {'count':>6} {'accuracy':>9} {'mean score':>11}"
              + (f" {'KL (nats)':>9}" if any("kl" in r for r in report["tasks"].values()) else "")]
     for name, r in report["tasks"].items():

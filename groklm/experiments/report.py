@@ -12,21 +12,33 @@ from matplotlib.figure import Figure
 
 from groklm.rundir import atomic_path, write_json
 
+BESIDE_TITLES = {"evals_heldout": "mean, held-out wordings"}  # the column a `beside` table's mean gets
 
-def eval_table(report: dict, key: str = "evals", field: str = "accuracy") -> str:
+
+def eval_table(report: dict, key: str = "evals", field: str = "accuracy", beside: str | None = None) -> str:
     """A markdown table: one row per stage, one column per task (greedy accuracy on the test split,
-    or another `field` of another table of the report, e.g. "sampled_evals" / "mean_score")."""
+    or another `field` of another table of the report, e.g. "sampled_evals" / "mean_score"), then
+    the mean over tasks. `beside` names another table whose mean goes in a last column of its own
+    (the held-out wordings' accuracy next to the test accuracy, never averaged into it)."""
     evals = report[key]
     tasks = list(next(iter(evals.values())))
     percent = field == "accuracy"
     cell = lambda v: f"{100 * v:.0f}%" if percent else f"{v:.3f}"  # noqa: E731
-    lines = ["| stage | " + " | ".join(tasks) + " | mean |", "| --- |" + " --- |" * (len(tasks) + 1)]
+    mean_cell = lambda v: f"{100 * v:.1f}%" if percent else f"{v:.3f}"  # noqa: E731
+    header = "| stage | " + " | ".join(tasks) + " | mean |" + (f" {BESIDE_TITLES[beside]} |" if beside else "")
+    lines = [header, "| --- |" + " --- |" * (len(tasks) + 1 + bool(beside))]
     for stage, results in evals.items():
-        values = [results[t][field] for t in tasks]
-        mean = sum(values) / len(values)
-        mean_cell = f"{100 * mean:.1f}%" if percent else f"{mean:.3f}"
-        lines.append(f"| {stage} | " + " | ".join(cell(v) for v in values) + f" | {mean_cell} |")
+        row = f"| {stage} | " + " | ".join(cell(results[t][field]) for t in tasks) + f" | {mean_cell(task_mean(results, field))} |"
+        if beside:
+            other = report[beside].get(stage)
+            row += f" {mean_cell(task_mean(other, field)) if other else 'not measured'} |"
+        lines.append(row)
     return "\n".join(lines)
+
+
+def task_mean(results: dict, field: str) -> float:
+    """The mean of `field` over a stage's tasks."""
+    return sum(r[field] for r in results.values()) / len(results)
 
 
 def plot_evals(report: dict, path: Path) -> None:
@@ -81,7 +93,16 @@ def write_report(out: Path, report: dict) -> None:
         "",
         "## Accuracy on held-out test problems (greedy)",
         "",
-        eval_table(report),
+        "The mean is over the tasks' test problems, in the wordings the training data uses. The last "
+        "column is the mean on the heldout split: test problems in wordings (templates, instructions, "
+        "emails) that no training record uses; the gap between the two is what the model recalls of "
+        "its templates rather than knows of its tasks.",
+        "",
+        eval_table(report, beside="evals_heldout"),
+        "",
+        "Accuracy per task on held-out wordings (greedy):",
+        "",
+        eval_table(report, "evals_heldout"),
         "",
         *targeted_lines(report),
         "![evals by stage](evals.png)",

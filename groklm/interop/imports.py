@@ -54,14 +54,20 @@ KNOWN_MODELS = {
 
 
 def find_known_model(name: str) -> Path:
-    """The file of a packaged model, found on sys.path without importing its package (whose
-    __init__ imports a runtime we do not install), or a CheckpointError saying how to install it."""
+    """The file of a packaged model, or a CheckpointError saying how to install it."""
     model = KNOWN_MODELS[name]
+    return packaged_path(model.package, model.file, f"{name} is not installed; install it with: {model.install}")
+
+
+def packaged_path(package: str, inside: str, missing: str) -> Path:
+    """A file or folder a data-only package ships, found on sys.path without importing the
+    package (installed with --no-deps, its code may import what is not there); CheckpointError
+    `missing` where no package on the path has it."""
     for entry in sys.path:
-        candidate = Path(entry or ".") / model.package / model.file
-        if candidate.is_file():
+        candidate = Path(entry or ".") / package / inside
+        if candidate.exists():
             return candidate
-    raise CheckpointError(f"{name} is not installed; install it with: {model.install}")
+    raise CheckpointError(missing)
 
 
 def download_hf(repo_id: str) -> Path:

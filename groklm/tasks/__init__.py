@@ -1,7 +1,7 @@
 """Synthetic chat tasks whose answers a program can check: data for SFT, preferences, RL, evals.
 
 Six tasks, one module each, each small enough that a 1-5M parameter model can learn it from a
-few thousand examples (short prompts, short answers, fixed phrasings with some variety):
+few thousand examples (short prompts, short answers, a few wordings of each):
 
     arithmetic  "Tom has 3 apples and buys 4 more. How many apples does Tom have now?" -> "7"
     spam        an email -> exactly "spam" or "not spam"
@@ -11,7 +11,10 @@ few thousand examples (short prompts, short answers, fixed phrasings with some v
     instruct    reverse a word, write in capitals, count letters, repeat a word N times
     multiturn   the last answer depends on an earlier turn (a name, a number, a colour)
 
-Each task makes, for a split ("train" or "test") and a seed, the same records every time:
+Each task makes, for a split and a seed, the same records every time. The splits: "train";
+"test", problems no train record holds, in the same wordings; "heldout", test problems in
+wordings (templates, instructions, emails) no train or test record uses, so a score there
+measures the task learned rather than its templates recalled. The records:
 
     sft          {"task", "messages": [...]}                     the whole conversation
     preferences  {"task", "prompt": [...], "chosen": str, "rejected": str}
@@ -44,10 +47,10 @@ from collections.abc import Sequence
 
 from groklm.errors import ConfigError, DataError
 from groklm.tasks import arithmetic, extract, instruct, multiturn, spam, tool
-from groklm.tasks.base import SPLITS, GradedReply, Problem, Task, split_of
+from groklm.tasks.base import HELDOUT, SPLITS, Forms, GradedReply, Problem, Task, split_of
 
 __all__ = [
-    "SPLITS", "TASKS", "GradedReply", "Problem", "Task", "get_tasks", "make_choices", "make_preferences",
+    "HELDOUT", "SPLITS", "TASKS", "Forms", "GradedReply", "Problem", "Task", "get_tasks", "make_choices", "make_preferences",
     "make_rl_prompts", "make_sft", "split_of", "verify",
 ]
 

@@ -7,6 +7,13 @@ grade) and a reward that grades a reply. `Task` turns that pair into the four re
 Train and test never share a problem: a problem's split is a hash of its canonical key (the
 numbers of a sum, the text of an email, the facts of a sentence), never of the seed, so the
 test set holds sums, emails and people that no training set, of any seed, contains.
+
+Nor do they share every wording. Each way a task says something (an email, a story, an
+instruction) is a `Forms`: wordings train and test draw from, and held-out wordings that only
+the third split, "heldout", uses: test problems written in words no training record contains.
+Test measures what a model learned of the problems it was taught in; heldout measures whether
+it learned the task or the templates (a classifier that recalls five spam templates scores
+perfectly on test and guesses on a spam email written another way).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from dataclasses import dataclass, field
 
 from groklm.errors import ConfigError, DataError
 
-SPLITS = ("train", "test")
-TEST_PERCENT = 20  # share of problem keys that belong to the test split
+HELDOUT = "heldout"  # test problems, in held-out wordings
+SPLITS = ("train", "test", HELDOUT)
+TEST_PERCENT = 20  # share of problem keys that belong to the test split (and the heldout one)
 
 SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly.", "Be exact.")
 
@@ -48,12 +56,26 @@ class Problem:
     chatty: str  # the last reply as a wordier writer puts it: right content, not the asked-for format
 
 
+@dataclass(frozen=True)
+class Forms:
+    """The wordings of one thing a task says, as str.format templates. `seen` make the train and
+    test records; `held_out` (about a quarter) make only the heldout split's."""
+
+    seen: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+    def pick(self, rng: random.Random, held_out: bool, **fields) -> str:
+        """One wording of the split's side, filled with `fields`."""
+        return rng.choice(self.held_out if held_out else self.seen).format(**fields)
+
+
 def msg(role: str, content: str) -> dict:
     return {"role": role, "content": content}
 
 
 def split_of(task: str, key: str) -> str:
-    """"train" or "test": a fixed function of the problem, so no seed can leak one into the other."""
+    """"train" or "test": a fixed function of the problem, so no seed can leak one into the other.
+    (A heldout problem is a test problem: its key is on the test side.)"""
     digest = hashlib.sha256(f"{task}:{key}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") % 100 < TEST_PERCENT else "train"
 
@@ -109,23 +131,29 @@ def mixed_reward(expected: str, completion: str) -> float:
 
 @dataclass(frozen=True)
 class Task:
-    """A named problem generator and the reward that grades replies to it."""
+    """A named problem generator, the reward that grades replies to it, and the wordings it uses.
+
+    generate(rng, held_out) writes one problem, in held-out wordings when `held_out` is true;
+    `forms` lists every `Forms` it draws from (what the tests check the splits against)."""
 
     name: str
-    generate: Callable[[random.Random], Problem]
+    generate: Callable[[random.Random, bool], Problem]
     reward: Callable[[str, str], float]
+    forms: tuple[Forms, ...]
 
     def problems(self, n: int, split: str, seed: int) -> list[Problem]:
         """n problems of `split`, drawn with a seed-determined rng; other-split draws are dropped."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         rng = random.Random(f"{self.name}/{split}/{seed}")
+        held_out = split == HELDOUT
+        key_split = "test" if held_out else split
         out: list[Problem] = []
         for _ in range(100 * n + 1000):
             if len(out) == n:
                 return out
-            problem = self.generate(rng)
-            if split_of(self.name, problem.key) == split:
+            problem = self.generate(rng, held_out)
+            if split_of(self.name, problem.key) == key_split:
                 out.append(problem)
         raise DataError(f"task {self.name}: could not draw {n} {split} problems")
 

@@ -5,21 +5,30 @@ from __future__ import annotations
 import json
 import random
 
-from groklm.tasks.base import NAMES, Problem, Task, single_turn
+from groklm.tasks.base import NAMES, Forms, Problem, Task, single_turn
 
 CITIES = (
     "Lyon Paris Rome Oslo Lima Cairo Tokyo Berlin Madrid Dublin Vienna Prague Lisbon Delhi Seoul "
     "Boston Quito Dakar Riga Porto Kyiv Milan Nice Bern"
 ).split()
 
+SENTENCES = Forms(
+    seen=("{name} is {age} and lives in {city}.", "{name}, {age}, lives in {city}.",
+          "Meet {name} from {city}, who is {age} years old.", "{city} is home to {name}, aged {age}.",
+          "{name} ({age}) is based in {city}.", "Aged {age}, {name} has made {city} home."),
+    held_out=("Living in {city}, {name} turned {age} this year.", "This is {name}: {age} years old, from {city}."),
+)
+ASK = Forms(
+    seen=("Extract name, age and city as JSON.", "Give the name, age and city as JSON.",
+          "Return the person's name, age and city in JSON."),
+    held_out=("As JSON, what are the name, age and city?",),
+)
 
-def generate(rng: random.Random) -> Problem:
+
+def generate(rng: random.Random, held_out: bool) -> Problem:
     name, age, city = rng.choice(NAMES), rng.randint(18, 80), rng.choice(CITIES)
-    sentence = rng.choice(
-        [f"{name} is {age} and lives in {city}.", f"{name}, {age}, lives in {city}.",
-         f"Meet {name} from {city}, who is {age} years old.", f"{city} is home to {name}, aged {age}."]
-    )
-    ask = rng.choice(["Extract name, age and city as JSON.", "Give the name, age and city as JSON."])
+    sentence = SENTENCES.pick(rng, held_out, name=name, age=age, city=city)
+    ask = ASK.pick(rng, held_out)
     answer = json.dumps({"name": name, "age": age, "city": city})
     other_city = rng.choice([c for c in CITIES if c != city])
     distractors = [
@@ -52,4 +61,4 @@ def json_reward(expected: str, completion: str) -> float:
     return agree / len(keys)
 
 
-TASK = Task("extract", generate, json_reward)
+TASK = Task("extract", generate, json_reward, (SENTENCES, ASK))

@@ -29,7 +29,7 @@ import random
 
 from groklm.calculator import INTEGER_RING, evaluate
 from groklm.infer.tool_calls import ToolSpec, format_call, parse_call
-from groklm.tasks.base import GradedReply, Problem, Task, msg, near_numbers, number_reward
+from groklm.tasks.base import Forms, GradedReply, Problem, Task, msg, near_numbers, number_reward
 
 ARGUMENT = "expression"
 CALCULATOR = ToolSpec(
@@ -37,6 +37,10 @@ CALCULATOR = ToolSpec(
     {"type": "object", "properties": {ARGUMENT: {"type": "string"}}, "required": [ARGUMENT]},
 )
 SYSTEM = "You can use a calculator."
+QUESTIONS = Forms(
+    seen=("What is {a} {word} {b}?", "Compute {a}{op}{b}.", "How much is {a} {word} {b}?", "Calculate {a} {word} {b}."),
+    held_out=("I need {a}{op}{b}, please.",),
+)
 
 
 def calculator_call(expr: str) -> str:
@@ -69,13 +73,13 @@ def tool_result(reply: str) -> str | None:
     return None if expr is None else calculate(expr)
 
 
-def generate(rng: random.Random) -> Problem:
+def generate(rng: random.Random, held_out: bool) -> Problem:
     op = rng.choice("+-*")
     a, b = rng.randint(10, 99), rng.randint(2 if op == "*" else 10, 9 if op == "*" else 99)
     if op == "-" and b > a:
         a, b = b, a
     word = {"+": "plus", "-": "minus", "*": "times"}[op]
-    user = rng.choice([f"What is {a} {word} {b}?", f"Compute {a}{op}{b}.", f"How much is {a} {word} {b}?"])
+    user = QUESTIONS.pick(rng, held_out, a=a, b=b, op=op, word=word)
     expr = f"{a}{op}{b}"
     call, result = calculator_call(expr), calculate(expr)
     value, wrong_expr = int(result), f"{a}{'-' if op == '+' else '+'}{b}"  # the wrong operation: never equal here
@@ -98,4 +102,4 @@ def tool_reward(expected: str, completion: str) -> float:
     return 1.0 if calculate(got) == calculate(want) else 0.25
 
 
-TASK = Task("tool", generate, tool_reward)
+TASK = Task("tool", generate, tool_reward, (QUESTIONS,))

@@ -29,7 +29,7 @@ from groklm.train.sft import sft
 from helpers.runs import tiny_run
 from helpers.servers import start_server, stop_server
 
-SPAM_ITERS = 120
+SPAM_ITERS = 200
 JSON_TEXT = '{"name": "Ann", "age": 34, "tags": ["a", "b"], "ok": true, "score": 2.5, "note": null}'
 
 

