@@ -1,5 +1,6 @@
-"""`groklm compare`: models sized to the parameter budget, end to end at a tiny time budget
-(report.md, report.json, PNGs, run directories), and its bad input."""
+"""`groklm compare`: models sized to the parameter budget, the learning-rate search, the crossover
+sentence, end to end at tiny time budgets (report.md, report.json, PNGs, run directories), and
+its bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import pytest
 
 from groklm.cli.main import main
 from groklm.errors import ConfigError
-from groklm.experiments.compare import WIDTH_STEP, count_params, loss_at, loss_by_position, size_model, split_settings
+from groklm.experiments.compare import (
+    WIDTH_STEP,
+    at_rate,
+    best_learning_rate,
+    count_params,
+    crossover_sentence,
+    crossovers,
+    loss_at,
+    loss_by_position,
+    size_model,
+    split_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,28 +64,107 @@ def test_compare_runs_end_to_end_and_writes_the_report(data, tmp_path, capsys):
     out = tmp_path / "cmp"
     main(["compare", "--data", str(data), "--budget-params", "20000", "--budget-seconds", "0.5", "--out", str(out),
           "--models", "gpt,rnn,moe", "--moe-experts", "4", "--moe-top-k", "1", "--sample-tokens", "20", "--no-progress",
-          "--set", "block_size=16", "eval_iters=2", "batch_size=8"])
+          "--lr-search", "off", "--set", "block_size=16", "eval_iters=2", "batch_size=8"])
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert list(report["models"]) == ["gpt", "rnn", "moe"]
+    assert list(report["models"]) == ["gpt", "rnn", "moe"] and report["budgets"] == [0.5]
     for name, r in report["models"].items():
         assert r["steps"] >= 10 and r["tokens_per_sec"] > 0 and r["val_loss"] > 0 and r["sample"]["continuation"]
         assert abs(r["active_params"] - 20_000) < 0.5 * 20_000, (name, r["active_params"])
-        assert (out / "runs" / name / "config.json").is_file() and r["curve"][-1]["step"] == r["steps"]
+        assert (out / "runs" / f"{name}-0.5s" / "config.json").is_file() and r["curve"][-1]["step"] == r["steps"]
+        assert report["lr_search"][name] == {"budget_s": 0.5, "tried": [], "chosen": {"gpt": 5e-3, "rnn": 5e-3, "moe": 5e-3}[name]}
     assert report["models"]["moe"]["params"] > report["models"]["moe"]["active_params"]
     assert len(report["models"]["moe"]["expert_load"][0]["load"]) == 4
     assert set(report["gaps"]) == {"rnn", "moe"} and set(report["best"].values()) <= set(report["models"])
     assert report["equal_time_s"] == min(r["wall_s"] for r in report["models"].values())
+    assert set(report["crossover"]) == {"rnn"} and report["crossover_sentence"].startswith("The GPT's val loss")
     for png in ("val_loss_vs_time.png", "val_loss_vs_tokens.png", "val_loss_by_position.png", "tokens_per_sec.png",
                 "expert_load.png"):
         assert (out / png).stat().st_size > 1000
+    assert not (out / "val_loss_vs_budget.png").exists()  # one budget: no curve across budgets
     markdown = (out / "report.md").read_text()
     assert "| rnn |" in markdown and "Context use" in markdown and "## Samples" in markdown
     assert "![val_loss_vs_time](val_loss_vs_time.png)" in markdown
-    assert report["verdict"] in printed
+    assert report["verdict"] in printed and report["crossover_sentence"] in printed
     with pytest.raises(SystemExit):  # an earlier comparison is kept unless --force
         main(["compare", "--data", str(data), "--budget-params", "20000", "--budget-seconds", "0.5", "--out", str(out)])
     assert "already holds a comparison" in capsys.readouterr().err
+
+
+def test_compare_at_two_budgets_searches_the_rate_and_plots_across_budgets(data, tmp_path):
+    out = tmp_path / "cmp"
+    main(["compare", "--data", str(data), "--budget-params", "8000", "--budgets", "1,0.5", "--out", str(out),
+          "--models", "gpt,gru", "--lr-search", "1e-3,1e-2", "--sample-tokens", "5", "--no-progress",
+          "--set", "block_size=16", "eval_iters=2", "batch_size=8", "gru.lr=3e-3"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["budgets"] == [0.5, 1.0] and report["budget_seconds"] == 1.0
+    gpt_search = report["lr_search"]["gpt"]
+    assert [t["lr"] for t in gpt_search["tried"]] == [1e-3, 1e-2] and gpt_search["chosen"] == best_learning_rate(gpt_search["tried"])
+    assert report["lr_search"]["gru"] == {"budget_s": 0.5, "tried": [], "chosen": 3e-3}  # its rate was --set: no search
+    for name in ("gpt", "gru"):
+        points = report["by_budget"][name]
+        assert [p["budget_s"] for p in points] == [0.5, 1.0]
+        assert {p["lr"] for p in points} == {report["lr_search"][name]["chosen"]}
+        assert [p["run"] for p in points] == [str(out / "runs" / f"{name}-{b}s") for b in ("0.5", "1")]
+        assert all((out / "runs" / f"{name}-{b}s" / "config.json").is_file() for b in ("0.5", "1"))
+        assert points[-1]["val_loss"] == report["models"][name]["val_loss"]
+    chosen = gpt_search["chosen"]
+    other = next(t["lr"] for t in gpt_search["tried"] if t["lr"] != chosen)
+    assert (out / "runs" / f"gpt-0.5s-lr{other:g}" / "config.json").is_file()  # the losing rate's run is kept
+    assert not (out / "runs" / f"gpt-0.5s-lr{chosen:g}").exists()  # the winner is gpt-0.5s
+    crossing = report["crossover"]["gru"]
+    assert crossing["gpt_minus_model"] == pytest.approx(
+        [g["val_loss"] - r["val_loss"] for g, r in zip(report["by_budget"]["gpt"], report["by_budget"]["gru"])])
+    for png in ("val_loss_vs_budget.png", "val_loss_vs_params.png"):
+        assert (out / png).stat().st_size > 1000
+    markdown = (out / "report.md").read_text()
+    assert "![val_loss_vs_budget](val_loss_vs_budget.png)" in markdown and "| gpt | 0.5 |" in markdown
+    assert f"| gpt | 0.001: {gpt_search['tried'][0]['val_loss']:.4f}" in markdown
+    assert "edge of the grid" in markdown  # with two rates, the choice is always at an edge
+
+
+def test_the_search_picks_the_lowest_loss_and_never_a_diverged_run():
+    tried = [{"lr": 1e-3, "val_loss": 2.1}, {"lr": 3e-3, "val_loss": 1.9}, {"lr": 1e-2, "val_loss": 2.4}]
+    assert best_learning_rate(tried) == 3e-3
+    assert best_learning_rate([{"lr": 2e-2, "val_loss": float("nan")}, *tried]) == 3e-3
+    assert best_learning_rate([{"lr": 1e-2, "val_loss": 5.0}, {"lr": 1e-3, "val_loss": 4.0}]) == 1e-3
+
+
+def test_a_searched_rate_keeps_the_floor_in_proportion():
+    assert at_rate({"lr": 5e-3, "min_lr": 5e-4, "batch_size": 8}, 2e-3) == pytest.approx(
+        {"lr": 2e-3, "min_lr": 2e-4, "batch_size": 8})
+    assert at_rate({"lr": 5e-3, "min_lr": 0.0}, 1e-2)["min_lr"] == 0.0
+
+
+def test_the_crossover_is_named_where_the_gpt_drops_below():
+    budgets = [10, 30, 90]
+    losses = {"gpt": [2.4, 2.0, 1.6], "gru": [2.0, 1.8, 1.7], "lstm": [2.2, 2.1, 2.0], "rnn": [2.5, 2.3, 2.1],
+              "moe": [2.6, 2.5, 2.4]}
+    found = crossovers(budgets, losses)
+    assert set(found) == {"gru", "lstm", "rnn"}  # the recurrent models only
+    gru = found["gru"]
+    assert gru["state"] == "overtakes" and gru["between_s"] == [30, 90]
+    # gap +0.2 at 30 s, -0.1 at 90 s: zero two thirds of the way along log time
+    assert gru["at_s"] == pytest.approx(30 * 3 ** (2 / 3))
+    assert found["lstm"]["state"] == "overtakes" and found["lstm"]["between_s"] == [10, 30]
+    assert found["rnn"]["state"] == "ahead_from_smallest"
+    sentence = crossover_sentence(budgets, found)
+    assert "below the GRU's between 30 s and 90 s (at about 62 s" in sentence
+    assert "below the LSTM's between 10 s and 30 s" in sentence
+    assert "below the Elman RNN's already at the smallest budget, 10 s" in sentence
+    assert sentence.startswith("The GPT") and sentence.endswith(".")
+
+
+def test_the_crossover_sentence_says_when_the_gpt_never_drops_below():
+    budgets = [10, 30, 90]
+    found = crossovers(budgets, {"gpt": [2.4, 2.1, 1.9], "gru": [2.0, 1.8, 1.7]})
+    assert found["gru"]["state"] == "behind" and "at_s" not in found["gru"]
+    sentence = crossover_sentence(budgets, found)
+    assert sentence == "The GPT's val loss does not drop below the GRU's within 10-90 s (0.200 nats above it at 90 s)."
+    ahead_then_behind = crossovers(budgets, {"gpt": [2.0, 1.9, 1.8], "lstm": [2.1, 1.8, 1.7]})
+    assert "but is above it again at 90 s" in crossover_sentence(budgets, ahead_then_behind)
+    assert crossovers(budgets, {"gru": [2.0, 1.8, 1.7], "lstm": [2.1, 1.9, 1.8]}) == {}
+    assert crossover_sentence(budgets, {}) == ""
 
 
 def test_loss_at_reads_the_curve_by_tokens_or_time():
@@ -107,7 +198,7 @@ def test_bad_compare_settings_are_clear_errors(data, tmp_path):
     from groklm.experiments.compare import compare
 
     with pytest.raises(ConfigError, match="--models takes names"):
-        compare(data, 1000, 1, tmp_path / "a", ["gpt", "transformer"])
+        compare(data, 1000, [1], tmp_path / "a", ["gpt", "transformer"])
     with pytest.raises(ConfigError, match="max_iters"):
         split_settings({"max_iters": "100"}, ["gpt"])
     with pytest.raises(ConfigError, match="n_embd"):
@@ -115,7 +206,13 @@ def test_bad_compare_settings_are_clear_errors(data, tmp_path):
     with pytest.raises(ConfigError, match="MODEL.KEY"):
         split_settings({"lstm.lr": "1e-3"}, ["gpt", "gru"])
     with pytest.raises(ConfigError, match="positive"):
-        compare(data, 1000, 0, tmp_path / "b", ["gpt"])
+        compare(data, 1000, [0], tmp_path / "b", ["gpt"])
+    with pytest.raises(ConfigError, match="twice"):
+        compare(data, 1000, [30, 30], tmp_path / "c", ["gpt"])
+    with pytest.raises(ConfigError, match="distinct positive rates"):
+        compare(data, 1000, [1], tmp_path / "d", ["gpt"], lr_grid=[1e-3, -1e-3])
+    with pytest.raises(SystemExit):  # not numbers: a clear message, no traceback
+        main(["compare", "--data", str(data), "--budget-params", "1000", "--budgets", "30,ninety", "--out", str(tmp_path / "e")])
 
 
 def test_each_model_gets_its_learning_rate_unless_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from groklm.errors import ConfigError
 from groklm.train.config import parse_set_args
 
 # compare's --models: groklm.experiments.compare.MODELS and DEFAULT_MODELS (not imported: torch);
@@ -48,8 +49,8 @@ def run_speedrun(args: argparse.Namespace) -> None:
     overrides = stage_overrides(parse_set_args(args.overrides))
     report = speedrun(args.out, args.preset, args.vocab_size, overrides, not args.no_progress, args.force, args.eval_n)
     print(f"\nreport: {Path(args.out) / 'report.md'} ({report['wall_s']:.0f}s)")
-    print("greedy accuracy on the test split:")
-    print(eval_table(report))
+    print("greedy accuracy on the test split (last column: held-out wordings):")
+    print(eval_table(report, beside="evals_heldout"))
     targeted = report["targeted"]
     print("targeted metric (expected verifier score of a sampled reply): sft {:.3f}, ".format(targeted["sft"]["score"])
           + ", ".join(f"{stage} {targeted[stage]['score']:.3f} ({targeted[stage]['gain']:+.3f}, KL from SFT "
@@ -63,14 +64,21 @@ def register_compare(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="train GPT, RNN, LSTM, GRU (and MoE) at equal parameters and seconds; report the gap",
-        description="Train each model at (about) --budget-params parameters for (about) --budget-seconds "
-        "of wall time on the same data, then write OUT/report.md and OUT/report.json: val loss "
-        "against time and tokens seen, training tokens/s, samples. Runs go to OUT/runs/<model>.",
+        description="Train each model at (about) --budget-params parameters for (about) each wall-clock "
+        "budget on the same data, each family at the peak learning rate a search at the smallest budget "
+        "chose, then write OUT/report.md and OUT/report.json: val loss against time, tokens seen, the "
+        "budget and parameters x tokens, where the GPT overtakes each recurrent model, training tokens/s, "
+        "samples. Runs go to OUT/runs/<model>-<budget>s.",
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="prepared data (`groklm data prepare`)")
     parser.add_argument("--budget-params", required=True, type=int, metavar="N",
                         help="parameters per model (active parameters for moe)")
-    parser.add_argument("--budget-seconds", required=True, type=float, metavar="S", help="training seconds per model")
+    budgets = parser.add_mutually_exclusive_group(required=True)
+    budgets.add_argument("--budgets", metavar="S1,S2,...", help="training seconds per model, one run at each (e.g. 30,90,270)")
+    budgets.add_argument("--budget-seconds", type=float, metavar="S", help="training seconds per model: one budget")
+    parser.add_argument("--lr-search", metavar="LR1,LR2,...|off",
+                        help="peak learning rates tried for every family at the smallest budget (default: each "
+                        "family's own rate halved, kept and doubled); off: each family's own rate, no search")
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--models", help=COMPARE_MODELS_HELP)
     parser.add_argument("--moe-experts", type=int, default=8, help="experts per MoE layer (default 8)")
@@ -89,8 +97,20 @@ def run_compare(args: argparse.Namespace) -> None:
     from groklm.experiments.compare import compare, summary_table
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
-    report = compare(args.data, args.budget_params, args.budget_seconds, args.out, models, args.moe_experts,
+    budgets = [args.budget_seconds] if args.budgets is None else parse_numbers(args.budgets, "--budgets")
+    lr_grid = None if args.lr_search is None else [] if args.lr_search == "off" else parse_numbers(args.lr_search, "--lr-search")
+    report = compare(args.data, args.budget_params, budgets, args.out, models, lr_grid, args.moe_experts,
                      args.moe_top_k, parse_set_args(args.overrides), args.prompt, args.sample_tokens, args.force,
                      not args.no_progress)
     print(summary_table(report))
-    print(f"\n{report['verdict']}\nreport: {Path(args.out) / 'report.md'}")
+    print(f"\n{report['verdict']}")
+    if report["crossover_sentence"]:
+        print(report["crossover_sentence"])
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+def parse_numbers(text: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated numbers (e.g. 30,90,270); got {text!r}") from None

@@ -1,24 +1,31 @@
 """`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts) trained side by side at an
-equal parameter budget and an equal wall-clock budget on the same data, measured.
+equal parameter budget and at one or more equal wall-clock budgets on the same data, measured.
 
-    groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out cmp/
+    groklm compare --data data/shakespeare --budget-params 400000 --budgets 30,90,270 --out cmp/
     groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out moe/ \\
         --models gpt,moe --moe-experts 8 --moe-top-k 2
 
 For each model: the width whose parameter count comes closest to the budget (for "moe", the
 GPT's shape with each MLP split into experts, so the *active* parameters per token match the
-dense model's); a few timed steps, the models taking turns, to learn its speed; then as many
-steps as the time budget holds, run by `groklm pretrain` into OUT/runs/<model> (a normal run
-directory). Every model sees the same batches in the same order and the same schedule shape at
-its family's own peak learning rate; its step count differs, and that is the point: it is what
-each architecture does with the same seconds. Since a busy machine makes the real times drift
-from the plan, every val-loss curve is also read at one common wall time and at one common
+dense model's); a few timed steps, the models taking turns, to learn its speed; then, at each
+wall-clock budget, as many steps as the budget holds, run by `groklm pretrain` into
+OUT/runs/<model>-<budget>s (a normal run directory). Every model sees the same batches in the
+same order and the same schedule shape at its family's own peak learning rate, chosen by a
+search at the smallest budget (each rate of the grid trained for that budget; the lowest
+held-out val loss wins and is kept for every budget: a search at every budget would cost the
+grid size over again, and the best rate tends to fall only a little as runs grow longer, so the
+larger budgets may sit slightly off their own best). Step counts differ, and that is the point: it is what each architecture does
+with the same seconds. Since a busy machine makes the real times drift from the plan, every
+val-loss curve of the largest budget is also read at one common wall time and at one common
 token count. OUT/report.md (with report.json beside it) holds the table, val loss against wall
-time, tokens seen and position in the context, training tokens/s, and a sample from each model.
+time, tokens seen and position in the context, training tokens/s, a sample from each model, and,
+with several budgets, final val loss against the budget, against parameters x tokens seen, and
+where the GPT overtakes each recurrent model.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import time
@@ -57,21 +64,28 @@ WIDTH_STEP = 8
 # and the Elman RNN did best at 2e-3 and the GRU at 5e-3; set them with --set gpt.lr=2e-3 ...
 TRAIN_DEFAULTS = {"batch_size": 16, "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 10}
 LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2}
+# The default search: each family's rate above, halved and doubled. The best rate moves with the
+# data and the budget; the moves measured so far (above) stay within about a factor of two.
+LR_SEARCH_FACTORS = (0.5, 1.0, 2.0)
+RECURRENT = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU"}  # the models the GPT's crossover is stated against
 SHARED_MODEL_KEYS = ("block_size", "dropout", "n_layer")
 BLOCK_SIZE = 64
 N_EVALS = 10  # validation points on each curve
 TIMED_ROUNDS = 8  # steps timed per model (after a warm-up step) to size its run
 HELD_OUT_WINDOWS = 256  # windows of the val split every model's final loss is measured on
+BUDGET_KEYS = ("val_loss", "params", "active_params", "steps", "tokens_seen", "wall_s", "run")  # report.json's by_budget
 REPORT_FILES = ("report.md", "report.json", "val_loss_vs_time.png", "val_loss_vs_tokens.png",
-                "val_loss_by_position.png", "tokens_per_sec.png", "expert_load.png")
+                "val_loss_by_position.png", "tokens_per_sec.png", "expert_load.png", "val_loss_vs_budget.png",
+                "val_loss_vs_params.png")
 
 
 def compare(
     data_dir: str | Path,
     budget_params: int,
-    budget_seconds: float,
+    budgets: list[float],
     out_dir: str | Path,
     models: list[str] | None = None,
+    lr_grid: list[float] | None = None,
     moe_experts: int = 8,
     moe_top_k: int = 2,
     overrides: dict | None = None,
@@ -80,11 +94,20 @@ def compare(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train every model in `models` at the budgets into out_dir/runs/; write the report; return it."""
-    models = check_models(models or DEFAULT_MODELS.split(","), budget_params, budget_seconds)
+    """Train every model in `models` at each wall-clock budget (seconds) into out_dir/runs/; write
+    the report; return it.
+
+    lr_grid: the peak learning rates searched at the smallest budget, for every family; None: each
+    family's LEARNING_RATES rate times LR_SEARCH_FACTORS; empty: no search, each family's
+    LEARNING_RATES rate. A model whose rate --set gives (lr=..., or MODEL.lr=...) is not searched."""
+    models = check_models(models or DEFAULT_MODELS.split(","), budget_params, budgets)
+    budgets = sorted(budgets)
     if sample_tokens < 0:
         raise ConfigError(f"--sample-tokens must be >= 0, got {sample_tokens}")
-    shared_model, trains = split_settings(overrides or {}, models)
+    if lr_grid is not None and (any(lr <= 0 for lr in lr_grid) or len(set(lr_grid)) != len(lr_grid)):
+        raise ConfigError(f"--lr-search takes distinct positive rates; got {','.join(f'{lr:g}' for lr in lr_grid)}")
+    overrides = overrides or {}
+    shared_model, trains = split_settings(overrides, models)
     shards = TokenShards(data_dir)
     tokenizer = load_tokenizer(shards.dir / TOKENIZER_DIR)  # for the samples; missing, it fails before any training
     vocab = -(-shards.vocab_size // 64) * 64  # as pretraining pads it
@@ -93,25 +116,39 @@ def compare(
     plans = {name: (*size_model(name, budget_params, vocab, shared_model, moe_experts, moe_top_k), trains[name])
              for name in models}
     step_seconds = seconds_per_step(plans, shards)
-    results = {}
+    runs, searches = {}, {}
     for name, (arch, values, train) in plans.items():
         print(f"== {name}: {step_seconds[name]:.3f} s a step", flush=True)
-        results[name] = train_model(arch, values, train, shards, budget_seconds, step_seconds[name],
-                                    out / "runs" / name, progress)
-    held_out_and_samples(results, shards, tokenizer, prompt, sample_tokens)
-    report = build_report(results, data_dir, budget_params, budget_seconds)
+        if "lr" in overrides or f"{name}.lr" in overrides or lr_grid == []:
+            grid = [train["lr"]]
+        else:
+            grid = lr_grid or [LEARNING_RATES[name] * factor for factor in LR_SEARCH_FACTORS]
+        smallest, searches[name] = search_learning_rate(arch, values, train, grid, shards, budgets[0], step_seconds[name],
+                                                        out / "runs", name, progress)
+        runs[name] = {budgets[0]: smallest}
+        for budget in budgets[1:]:
+            print(f"== {name}: {budget:g} s at lr {searches[name]['chosen']:g}", flush=True)
+            result = train_model(arch, values, at_rate(train, searches[name]["chosen"]), shards, budget,
+                                 step_seconds[name], run_path(out / "runs", name, budget), progress)
+            held_out(result, shards)
+            runs[name][budget] = result
+    largest = {name: by_budget[budgets[-1]] for name, by_budget in runs.items()}
+    samples(largest, shards, tokenizer, prompt, sample_tokens)
+    report = build_report(runs, searches, data_dir, budget_params, budgets)
     write_report(out, report)
     return report
 
 
-def check_models(models: list[str], budget_params: int, budget_seconds: float) -> list[str]:
+def check_models(models: list[str], budget_params: int, budgets: list[float]) -> list[str]:
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ConfigError(f"--models takes names from {', '.join(MODELS)}; got {','.join(models) or 'none'}")
     if len(set(models)) != len(models):
         raise ConfigError(f"--models names a model twice: {','.join(models)}")
-    if budget_params < 1 or budget_seconds <= 0:
-        raise ConfigError("--budget-params and --budget-seconds must be positive")
+    if budget_params < 1 or not budgets or any(b <= 0 for b in budgets):
+        raise ConfigError("--budget-params and every wall-clock budget must be positive")
+    if len(set(budgets)) != len(budgets):
+        raise ConfigError(f"--budgets names a budget twice: {','.join(f'{b:g}' for b in budgets)}")
     return models
 
 
@@ -219,6 +256,44 @@ def train_model(arch: str, values: dict, train: dict, shards, budget_seconds: fl
     return result
 
 
+def search_learning_rate(arch: str, values: dict, train: dict, grid: list[float], shards, budget: float, step_s: float,
+                         runs: Path, name: str, progress: bool) -> tuple[dict, dict]:
+    """Train the model at each rate of `grid` for `budget` seconds; (the run at the rate with the
+    lowest held-out val loss, the search's record). That run is the model's run at this budget,
+    moved to runs/<name>-<budget>s; the others stay beside it as runs/<name>-<budget>s-lr<rate>."""
+    final = run_path(runs, name, budget)
+    if len(grid) == 1:
+        result = train_model(arch, values, at_rate(train, grid[0]), shards, budget, step_s, final, progress)
+        held_out(result, shards)
+        return result, {"budget_s": budget, "tried": [], "chosen": grid[0]}
+    results = {}
+    for lr in grid:
+        print(f"== {name}: {budget:g} s at lr {lr:g} (search)", flush=True)
+        results[lr] = train_model(arch, values, at_rate(train, lr), shards, budget, step_s,
+                                  runs / f"{final.name}-lr{lr:g}", progress)
+        held_out(results[lr], shards)
+    tried = [{"lr": lr, "val_loss": r["val_loss"], "steps": r["steps"]} for lr, r in results.items()]
+    chosen = best_learning_rate(tried)
+    result = results[chosen]
+    Path(result["run"]).rename(final)
+    result["run"] = str(final)
+    return result, {"budget_s": budget, "tried": tried, "chosen": chosen}
+
+
+def best_learning_rate(tried: list[dict]) -> float:
+    """The rate of the lowest val loss among [{"lr", "val_loss"}, ...]; a diverged run (NaN) never wins."""
+    return min(tried, key=lambda t: (math.isnan(t["val_loss"]), t["val_loss"]))["lr"]
+
+
+def at_rate(train: dict, lr: float) -> dict:
+    """The training settings with peak rate `lr`, the floor min_lr kept in the same proportion to it."""
+    return {**train, "lr": lr, "min_lr": train["min_lr"] * lr / train["lr"]}
+
+
+def run_path(runs: Path, name: str, budget: float) -> Path:
+    return runs / f"{name}-{budget:g}s"
+
+
 def seconds_per_step(plans: dict, shards) -> dict[str, float]:
     """Median wall time of one optimizer step (forward, backward, AdamW) of each planned model.
     The models take turns, one step each per round, so that a machine busy with other work slows
@@ -258,13 +333,18 @@ def stepper(arch: str, values: dict, train: dict, shards):
 # ---- measuring --------------------------------------------------------------------------------
 
 
-def held_out_and_samples(results: dict, shards, tokenizer, prompt: str | None, sample_tokens: int) -> None:
-    """Every model's loss on the same fixed val windows, and a sample from the same prompt."""
+def held_out(result: dict, shards) -> None:
+    """The run's loss on the same fixed val windows as every other run's: its final val loss."""
+    model = load_model(result["run"])
+    result["val_loss_by_position"] = loss_by_position(model, shards.val, model.config.block_size)
+    result["val_loss"] = sum(result["val_loss_by_position"]) / len(result["val_loss_by_position"])
+
+
+def samples(results: dict, shards, tokenizer, prompt: str | None, sample_tokens: int) -> None:
+    """A sample from every model, from the same prompt."""
     ids = tokenizer.encode(prompt) if prompt else shards.val[:32].astype(np.int64).tolist()
     for result in results.values():
         model = load_model(result["run"])
-        result["val_loss_by_position"] = loss_by_position(model, shards.val, model.config.block_size)
-        result["val_loss"] = sum(result["val_loss_by_position"]) / len(result["val_loss_by_position"])
         with torch.no_grad():
             new = generate(model, torch.tensor([ids]), sample_tokens, temperature=0.8, top_k=50, seed=0)[0, len(ids):]
         kept = [i for i in new.tolist() if i < tokenizer.vocab_size]
@@ -288,22 +368,78 @@ def loss_by_position(model, tokens, block_size: int) -> list[float]:
 # ---- the report -------------------------------------------------------------------------------
 
 
-def build_report(results: dict, data_dir, budget_params: int, budget_seconds: float) -> dict:
-    """The figures: final val loss, and each val-loss curve read at the same wall time and at the
-    same tokens seen (where the quickest-to-finish and the least-fed model stopped)."""
+def build_report(runs: dict, searches: dict, data_dir, budget_params: int, budgets: list[float]) -> dict:
+    """The figures. "models": the runs at the largest budget, with their final val loss and each
+    val-loss curve read at the same wall time and at the same tokens seen (where the
+    quickest-to-finish and the least-fed model stopped); "by_budget": every model's final figures
+    at each budget; "lr_search": how each family's rate was chosen; "crossover": where the GPT's
+    val loss drops below each recurrent model's."""
+    results = {name: by_budget[budgets[-1]] for name, by_budget in runs.items()}
     common = {"elapsed": min(r["wall_s"] for r in results.values()), "tokens": min(r["tokens_seen"] for r in results.values())}
     for result in results.values():
         result["val_loss_at_equal_time"] = loss_at(result["curve"], "elapsed", common["elapsed"])
         result["val_loss_at_equal_tokens"] = loss_at(result["curve"], "tokens", common["tokens"])
+    by_budget = {name: [{"budget_s": budget, **{key: r[key] for key in BUDGET_KEYS}, "lr": r["train"]["lr"]}
+                        for budget, r in sorted(by.items())] for name, by in runs.items()}
+    crossover = crossovers(budgets, {name: [point["val_loss"] for point in points] for name, points in by_budget.items()})
     report = {
-        "data": str(Path(data_dir).resolve()), "budget_params": budget_params, "budget_seconds": budget_seconds,
-        "models": results, "equal_time_s": common["elapsed"], "equal_tokens": common["tokens"],
+        "data": str(Path(data_dir).resolve()), "budget_params": budget_params, "budgets": budgets,
+        "budget_seconds": budgets[-1], "models": results, "equal_time_s": common["elapsed"],
+        "equal_tokens": common["tokens"],
         "best": {key: min(results, key=lambda name: results[name][key])
                  for key in ("val_loss", "val_loss_at_equal_time", "val_loss_at_equal_tokens")},
-        "gaps": gaps(results),
+        "gaps": gaps(results), "by_budget": by_budget, "lr_search": searches, "crossover": crossover,
+        "crossover_sentence": crossover_sentence(budgets, crossover),
     }
     report["verdict"] = verdict(report)
     return report
+
+
+def crossovers(budgets: list[float], losses: dict[str, list[float]]) -> dict[str, dict]:
+    """Where the GPT's final val loss drops below each recurrent model's, from the losses at each
+    budget (ascending): {model: {"gpt_minus_model": [...], "state", "between_s", "at_s"}}.
+    state "ahead_from_smallest": the GPT is lower already at the smallest budget; "overtakes": it
+    is behind (or level) at between_s[0] and lower at between_s[1], at_s being where the gap, read
+    linearly against log time, crosses zero; "behind": it is never lower. Only the first crossing
+    is located: "gpt_minus_model" shows any later change of lead. {} without a GPT."""
+    if "gpt" not in losses:
+        return {}
+    out = {}
+    for name in (n for n in losses if n in RECURRENT):
+        gap = [g - r for g, r in zip(losses["gpt"], losses[name])]
+        entry = {"gpt_minus_model": gap, "state": "behind"}
+        if gap[0] < 0:
+            entry["state"] = "ahead_from_smallest"
+        else:
+            for (t0, g0), (t1, g1) in zip(zip(budgets, gap), zip(budgets[1:], gap[1:])):
+                if g0 >= 0 > g1:
+                    log_t = math.log(t0) + (math.log(t1) - math.log(t0)) * g0 / (g0 - g1)
+                    entry.update(state="overtakes", between_s=[t0, t1], at_s=math.exp(log_t))
+                    break
+        out[name] = entry
+    return out
+
+
+def crossover_sentence(budgets: list[float], crossover: dict[str, dict]) -> str:
+    """The crossovers in words ("" when there is no GPT or no recurrent model to compare)."""
+    span = f"{budgets[0]:g}-{budgets[-1]:g} s" if len(budgets) > 1 else f"{budgets[0]:g} s"
+    parts = []
+    for name, entry in crossover.items():
+        model, last = RECURRENT[name], entry["gpt_minus_model"][-1]
+        if entry["state"] == "behind":
+            parts.append(f"the GPT's val loss does not drop below the {model}'s within {span} "
+                         f"({last:.3f} nats above it at {budgets[-1]:g} s)")
+            continue
+        if entry["state"] == "ahead_from_smallest":
+            text = f"the GPT's val loss is below the {model}'s already at the smallest budget, {budgets[0]:g} s"
+        else:
+            low, high = entry["between_s"]
+            text = (f"the GPT's val loss drops below the {model}'s between {low:g} s and {high:g} s "
+                    f"(at about {entry['at_s']:.0f} s, read on log time)")
+        parts.append(text + (f", but is above it again at {budgets[-1]:g} s" if last >= 0 else
+                             f" ({-last:.3f} nats below it at {budgets[-1]:g} s)"))
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if text else ""
 
 
 def loss_at(curve: list[dict], key: str, value: float) -> float:
@@ -366,9 +502,10 @@ def write_report(out: Path, report: dict) -> None:
     lines = [
         "# Architectures compared at equal parameters and equal wall time", "",
         f"Data: `{report['data']}`. Budget per model: about {report['budget_params']:,} parameters "
-        f"(active, for a mixture of experts) and {report['budget_seconds']:g} s of training. "
+        f"(active, for a mixture of experts) and {' / '.join(f'{b:g}' for b in report['budgets'])} s of training. "
         f"Same batches (batch size {next(iter(models.values()))['train']['batch_size']}), AdamW with each model's "
         "peak learning rate (lr) and a cosine schedule over its own step count.", "",
+        *budget_section(report),
         summary_table(report), "",
         f"**{report['verdict']}.**", "",
         f"val loss: mean next-token cross-entropy (nats) over every position of the same {HELD_OUT_WINDOWS} "
@@ -392,6 +529,36 @@ def write_report(out: Path, report: dict) -> None:
         lines += [f"**{name}**", "", "```", r["sample"]["continuation"], "```", ""]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def budget_section(report: dict) -> list[str]:
+    """Final val loss at every budget, the crossover sentence, and the learning-rate search."""
+    lines = []
+    if len(report["budgets"]) > 1:
+        lines += ["## Across budgets", "", "| model | budget s | lr | params | steps | tokens seen | wall s | val loss |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {p['budget_s']:g} | {p['lr']:g} | {p['active_params']:,} | {p['steps']:,} | "
+                  f"{p['tokens_seen']:,} | {p['wall_s']:.0f} | {p['val_loss']:.4f} |"
+                  for name, points in report["by_budget"].items() for p in points]
+        lines.append("")
+    if report["crossover_sentence"]:
+        lines += [f"**{report['crossover_sentence']}**", ""]
+    searched = {name: search for name, search in report["lr_search"].items() if search["tried"]}
+    if searched:
+        lines += [f"Peak learning rate: each family's lowest held-out val loss after {report['budgets'][0]:g} s, "
+                  "kept for every budget.", "", "| model | val loss at each rate | chosen |", "|---|---|---|"]
+        lines += [f"| {name} | " + ", ".join(f"{t['lr']:g}: {t['val_loss']:.4f}" for t in search["tried"])
+                  + f" | {search['chosen']:g}{at_edge(search)} |" for name, search in searched.items()]
+        lines.append("")
+    if len(report["budgets"]) > 1:
+        lines += [f"## The runs at {report['budget_seconds']:g} s", ""]
+    return lines
+
+
+def at_edge(search: dict) -> str:
+    """A warning when the chosen rate is the grid's lowest or highest: the best may lie beyond it."""
+    rates = [t["lr"] for t in search["tried"]]
+    return " (edge of the grid: widen --lr-search)" if search["chosen"] in (min(rates), max(rates)) else ""
 
 
 def context_table(report: dict) -> list[str]:
@@ -465,4 +632,40 @@ def plot_curves(report: dict, out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         save(fig, "expert_load.png")
+    if len(report["budgets"]) > 1:
+        for fig, name in plot_budgets(report):
+            save(fig, name)
     return paths
+
+
+def plot_budgets(report: dict) -> list[tuple[Figure, str]]:
+    """Final val loss against the wall-clock budget, and against parameters x tokens seen.
+
+    Every model has (about) the same parameter count, so val loss against parameters alone would
+    stack each family's points on one x. Parameters x tokens seen is what a run spends instead:
+    a dense model does about 6 multiply-adds per parameter per token in training (the GPT's
+    attention adds a little more), so the x axis is training arithmetic up to that factor. Against
+    the budget plot it separates the two reasons a family wins in the same seconds: learning
+    more from the same arithmetic (lower here) or doing more arithmetic a second on this hardware
+    (further right here, at the same budget)."""
+    figures = []
+    for x_of, label, name, ticks in (
+            (lambda p: p["budget_s"], "wall-clock budget (s)", "val_loss_vs_budget.png", report["budgets"]),
+            (lambda p: p["active_params"] * p["tokens_seen"], "active parameters x tokens seen (~ training FLOPs / 6)",
+             "val_loss_vs_params.png", None)):
+        fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+        ax = fig.subplots()
+        for model, points in report["by_budget"].items():
+            ax.plot([x_of(p) for p in points], [p["val_loss"] for p in points], "o-",
+                    label=f"{model} ({points[-1]['active_params']:,} params)")
+        ax.set_xscale("log")
+        if ticks:  # the budgets themselves, not powers of ten
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel(label)
+        ax.set_ylabel("final val loss (nats / token)")
+        ax.set_title(f"final val loss vs {label.split(' (')[0]}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        figures.append((fig, name))
+    return figures
