@@ -10,14 +10,15 @@
 
 config.json has one schema for every stage:
 
-    {"stage":  "pretrain" | "sft" | "reward" | "dpo" | "ppo" | "grpo" | "seq2seq" | "distill" | "import",
+    {"stage":  "pretrain" | "sft" | "reward" | "dpo" | "kto" | "ppo" | "grpo" | "seq2seq" | "distill" | "import",
      "parent": the run directory this run started from (absolute), or null,
      "arch":   "gpt" | "rnn" | "lstm" | "gru" | "reward" | "seq2seq" | "encoder-classifier",
      "model":  the model config (its shape),
      "train":  the TrainConfig (absent for an import),
      "data":   what it was trained on (files, synthetic specs, counts),
      "<stage>": settings of that stage alone, when it has any ("pretrain": {"preset"}, "reward":
-                {"margin"}, "dpo": {"beta", ...}, "rl": the RLConfig, "distill": {"teacher", ...},
+                {"margin"}, "dpo": {"beta", ...}, "kto": {"beta", "desirable_weight", "undesirable_weight"},
+                "rl": the RLConfig, "distill": {"teacher", ...},
                 "import": {"format", "path", "source", "architecture", "quantization", "dtype", ...})}
 
 Runs written before this schema still load: `read_config` renames their keys (`base_run` and
@@ -46,7 +47,7 @@ TOKENIZER_DIR = "tokenizer"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 
-STAGES = ("pretrain", "sft", "reward", "dpo", "ppo", "grpo", "seq2seq", "distill", "import", "merge")
+STAGES = ("pretrain", "sft", "reward", "dpo", "kto", "ppo", "grpo", "seq2seq", "distill", "import", "merge")
 # Settings that runs written before the one schema kept at the top level: {key: its section}.
 OLD_SECTION_KEYS = {
     "preset": "pretrain",

@@ -1,4 +1,4 @@
-"""The training stages from the shell: `groklm pretrain | sft | reward | dpo | ppo | seq2seq`.
+"""The training stages from the shell: `groklm pretrain | sft | reward | dpo | kto | ppo | seq2seq`.
 
 Every stage runs in one process, or in many under torchrun
 (`torchrun --nproc_per_node=N -m groklm pretrain ...`); only rank 0 prints the summary.
@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     register_sft(subparsers)
     register_reward(subparsers)
     register_dpo(subparsers)
+    register_kto(subparsers)
     register_ppo(subparsers)
     register_seq2seq(subparsers)
 
@@ -119,15 +120,16 @@ def run_sft(args: argparse.Namespace) -> None:
         print_summary(run)
 
 
-# ---- preference stages: reward, dpo ---------------------------------------------------------
+# ---- preference stages: reward, dpo, kto ----------------------------------------------------
+
+PAIRS_HELP = "preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks"
 
 
-def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+def add_pair_arguments(parser: argparse.ArgumentParser, data_help: str = PAIRS_HELP) -> None:
     """Arguments every preference stage takes."""
     parser.add_argument("run", nargs="?", metavar="RUN", help="the GPT run to start from (optional with --resume)")
-    parser.add_argument("--data", metavar="FILE|synthetic[:tasks]",
-                        help="preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks")
-    parser.add_argument("--val", metavar="FILE", help="held-out pairs (default: synthetic's test split, or a tenth of --data)")
+    parser.add_argument("--data", metavar="FILE|synthetic[:tasks]", help=data_help)
+    parser.add_argument("--val", metavar="FILE", help="held-out data (default: synthetic's test split, or a tenth of --data)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     parser.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines of --data instead of stopping")
     add_training_arguments(parser)
@@ -186,6 +188,35 @@ def run_dpo(args: argparse.Namespace) -> None:
 
     out = train_dpo(args.run, args.data, args.out, val=args.val, beta=args.beta, loss_type=args.loss_type,
                     label_smoothing=args.label_smoothing, sft_weight=args.sft_weight, overrides=parse_set_args(args.overrides),
+                    skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
+    if is_rank_zero():
+        print_pair_summary(out)
+
+
+def register_kto(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "kto",
+        help="align a GPT to replies labelled good or bad one at a time (KTO: thumbs up/down, no pairs needed)",
+        description="Kahneman-Tversky Optimization: train a copy of RUN to raise the log-probability of desirable "
+        "replies and lower that of undesirable ones, each relative to a frozen copy of RUN and measured from the "
+        "batch's estimate of the KL between the two. Needs examples of both labels. Logs the KL estimate, implicit "
+        "rewards and the share of replies on the right side of it. The result is a normal GPT run.",
+    )
+    add_pair_arguments(parser, "labelled replies: a JSONL file ({prompt, completion, label: true|false} per line; "
+                       "{prompt, chosen, rejected} pairs count as one of each) or synthetic tasks")
+    parser.add_argument("--beta", type=float, default=None, help="strength of the pull towards RUN (default 0.1)")
+    parser.add_argument("--desirable-weight", type=float, default=None, metavar="LAMBDA_D",
+                        help="weight of the desirable examples' loss (default 1)")
+    parser.add_argument("--undesirable-weight", type=float, default=None, metavar="LAMBDA_U",
+                        help="weight of the undesirable examples' loss (default 1)")
+    parser.set_defaults(func=run_kto)
+
+
+def run_kto(args: argparse.Namespace) -> None:
+    from groklm.train.kto import train_kto
+
+    out = train_kto(args.run, args.data, args.out, val=args.val, beta=args.beta, desirable_weight=args.desirable_weight,
+                    undesirable_weight=args.undesirable_weight, overrides=parse_set_args(args.overrides),
                     skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
     if is_rank_zero():
         print_pair_summary(out)

@@ -35,22 +35,22 @@ def _sft_record(obj: object) -> dict:
     return {**obj, "messages": messages}
 
 
-def _as_messages(value: object, role: str, where: str) -> list[dict]:
+def as_messages(value: object, role: str, where: str) -> list[dict]:
     """A string becomes one message of `role`; a list is checked as messages."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     return check_messages(value, where)
 
 
-def _preference_record(obj: object) -> dict:
+def preference_record(obj: object) -> dict:
     if not isinstance(obj, dict):
         raise DataError('expected an object with "prompt", "chosen" and "rejected"')
     missing = [k for k in ("prompt", "chosen", "rejected") if k not in obj]
     if missing:
         raise DataError(f"missing {', '.join(repr(k) for k in missing)}")
-    prompt = _as_messages(obj["prompt"], "user", "prompt")
-    chosen = _as_messages(obj["chosen"], "assistant", "chosen")
-    rejected = _as_messages(obj["rejected"], "assistant", "rejected")
+    prompt = as_messages(obj["prompt"], "user", "prompt")
+    chosen = as_messages(obj["chosen"], "assistant", "chosen")
+    rejected = as_messages(obj["rejected"], "assistant", "rejected")
     shared = 0
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
@@ -70,4 +70,4 @@ def load_sft_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False) -> lis
 
 def load_preferences_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
     """Preference pairs: [{"prompt": [messages], "chosen": str, "rejected": str}, ...]."""
-    return read_jsonl(path, _preference_record, skip_bad_lines)
+    return read_jsonl(path, preference_record, skip_bad_lines)

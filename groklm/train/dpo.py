@@ -67,20 +67,24 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, sft_weight: float = 0.0):
-    """loss_fn(policy, (ids, response, lengths)) for the training loop.
+def policy_and_reference(base: Path, lora: dict | None, device) -> tuple[GPT, GPT | None]:
+    """(the policy to train, its frozen reference) on `device`, both the base run's model.
 
-    reference: the frozen reference model, or None for a LoRA policy, whose reference is its
-    own base with the adapters switched off: the same function as the starting model, without
-    a second copy of the weights.
+    With LoRA (`lora`: the run's "lora" section) the reference is None: the policy is the base
+    plus adapters, and its reference is the same model with the adapters switched off, the same
+    function as the starting model without a second copy of the weights."""
+    reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
+    reference.requires_grad_(False)
+    if lora is not None:
+        apply_lora_section(reference, lora)
+        return reference.train(), None
+    return copy.deepcopy(reference).requires_grad_(True).train(), reference
 
-    sft_weight adds that much of the chosen replies' per-token negative log-likelihood (the
-    "RPO" term). Plain DPO only cares about the *gap* between chosen and rejected, and often
-    widens it by pushing both down; small models then drift to empty or odd replies. The NLL
-    term keeps the chosen replies likely while the gap grows."""
-    average = loss_type == "ipo"
 
-    def reference_logps(policy, ids, response, average):
+def reference_logps(reference, policy, ids: torch.Tensor, response: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """sequence_logps under the frozen reference, without gradients; reference None: the LoRA
+    policy with its adapters off (see policy_and_reference)."""
+    with torch.no_grad():
         if reference is not None:
             return sequence_logps(reference, ids, response, average)
         was_training = policy.training
@@ -91,11 +95,22 @@ def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, 
         finally:
             policy.train(was_training)
 
+
+def dpo_loss_fn(reference, beta: float, loss_type: str, label_smoothing: float, sft_weight: float = 0.0):
+    """loss_fn(policy, (ids, response, lengths)) for the training loop.
+
+    reference: the frozen reference model, or None for a LoRA policy (see policy_and_reference).
+
+    sft_weight adds that much of the chosen replies' per-token negative log-likelihood (the
+    "RPO" term). Plain DPO only cares about the *gap* between chosen and rejected, and often
+    widens it by pushing both down; small models then drift to empty or odd replies. The NLL
+    term keeps the chosen replies likely while the gap grows."""
+    average = loss_type == "ipo"
+
     def loss_fn(policy, batch):
         ids, response, _ = batch
         policy_chosen, policy_rejected = sequence_logps(policy, ids, response, average).chunk(2)
-        with torch.no_grad():
-            ref_chosen, ref_rejected = reference_logps(policy, ids, response, average).chunk(2)
+        ref_chosen, ref_rejected = reference_logps(reference, policy, ids, response, average).chunk(2)
         losses, chosen, rejected = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
                                             beta, loss_type, label_smoothing)
         loss = losses.mean()
@@ -153,12 +168,7 @@ def train_dpo(
         config["lora"] = lora
 
     def build(device):
-        reference = GPT.from_run(base, device)  # eval mode: no dropout in the reference
-        reference.requires_grad_(False)
-        if lora is not None:  # one copy: the policy is the base plus adapters, the reference it without them
-            apply_lora_section(reference, lora)
-            return reference.train(), dpo_loss_fn(None, beta, loss_type, smoothing, sft_weight)
-        policy = copy.deepcopy(reference).requires_grad_(True).train()
+        policy, reference = policy_and_reference(base, lora, device)
         return policy, dpo_loss_fn(reference, beta, loss_type, smoothing, sft_weight)
 
     return train_on_pairs(run_dir, base, config, cfg, build, skip_bad_lines, resume, progress)

@@ -1,4 +1,4 @@
-"""Preference pairs, shared by the reward-model and DPO stages.
+"""Preference pairs, shared by the reward-model and DPO stages (and, for its batching, KTO).
 
 A pair is a prompt (messages) and two replies to it, one preferred ("chosen") over the other
 ("rejected"). Both replies are rendered as the same conversation with a different last turn:
@@ -58,11 +58,17 @@ def load_pairs(spec: str, val: str | None = None, skip_bad_lines: bool = False, 
     pairs = load_preferences_jsonl(spec, skip_bad_lines)
     if val is not None:
         return pairs, load_preferences_jsonl(val, skip_bad_lines)
-    if len(pairs) < 2:
-        raise DataError(f"{spec} has {len(pairs)} pair; need at least 2 to hold one out for validation (or pass --val FILE)")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * VAL_FRACTION))
-    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+    return hold_out(pairs, spec, "pair", seed)
+
+
+def hold_out(records: list, spec: str, what: str, seed: int) -> tuple[list, list]:
+    """(train, held out): a seeded tenth of a file's records (at least one) held out for
+    validation, for a preference stage given no --val file. `what` names a record, for the message."""
+    if len(records) < 2:
+        raise DataError(f"{spec} has {len(records)} {what}; need at least 2 to hold one out for validation (or pass --val FILE)")
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = max(1, int(len(records) * VAL_FRACTION))
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
 
 
 def encode_reply(tokenizer, prompt: list[dict], reply: str) -> tuple[list[int], list[bool]]:
@@ -110,9 +116,10 @@ def collate(encoded: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return ids, response, lengths
 
 
-def make_pair_batches(encoded: list[tuple], cfg: TrainConfig):
+def make_pair_batches(encoded: list[tuple], cfg: TrainConfig, collate_fn=collate):
     """batches(step, micros): step's global batch is the next batch_size * grad_accum pairs of a
-    stream that walks the data in a fresh seeded order every epoch; micro m is its m-th slice."""
+    stream that walks the data in a fresh seeded order every epoch; micro m is its m-th slice,
+    made into tensors by collate_fn (KTO's unpaired examples pass their own)."""
     n, per_step = len(encoded), cfg.batch_size * cfg.grad_accum
 
     @functools.lru_cache(maxsize=4)  # consecutive pairs nearly always share an epoch
@@ -125,15 +132,15 @@ def make_pair_batches(encoded: list[tuple], cfg: TrainConfig):
     def batches(step: int, micros: range):
         for m in micros:
             first = step * per_step + m * cfg.batch_size
-            yield collate([pair_at(k) for k in range(first, first + cfg.batch_size)])
+            yield collate_fn([pair_at(k) for k in range(first, first + cfg.batch_size)])
 
     return batches
 
 
-def make_pair_val_batch(encoded: list[tuple], cfg: TrainConfig):
+def make_pair_val_batch(encoded: list[tuple], cfg: TrainConfig, collate_fn=collate):
     """val_batch(i): the i-th run of batch_size held-out pairs (wrapping round), fixed."""
     def val_batch(i: int):
-        return collate([encoded[(i * cfg.batch_size + j) % len(encoded)] for j in range(cfg.batch_size)])
+        return collate_fn([encoded[(i * cfg.batch_size + j) % len(encoded)] for j in range(cfg.batch_size)])
 
     return val_batch
 

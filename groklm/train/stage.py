@@ -1,4 +1,4 @@
-"""The stage contract: what every training stage (pretrain, sft, reward, dpo, ppo, seq2seq,
+"""The stage contract: what every training stage (pretrain, sft, reward, dpo, kto, ppo, seq2seq,
 distill) does around its own model, data and loss.
 
     open_run        fresh: refuse a directory that already holds a run
@@ -131,11 +131,11 @@ def stage_process(run: RunDir, config: dict, train_cfg: TrainConfig, resume: boo
     if train_cfg.lora_rank and "lora" not in config:
         # A stage that does not wrap its model would silently train every weight instead.
         raise ConfigError(f"the {config['stage']} stage does not train LoRA adapters yet (pretrain --init-from, "
-                          "sft, reward, dpo, ppo and grpo do): leave out lora_rank")
+                          "sft, reward, dpo, kto, ppo and grpo do): leave out lora_rank")
     if train_cfg.grad_checkpoint and not (shared_loop and config["arch"] in CHECKPOINTED_ARCHS):
         # Refused here, before anything is written, rather than silently training without it.
         raise ConfigError(f"grad_checkpoint works on the transformer stages trained by the shared loop "
-                          f"(pretrain with arch=gpt, sft, reward, dpo), not on this {config['stage']} "
+                          f"(pretrain with arch=gpt, sft, reward, dpo, kto), not on this {config['stage']} "
                           f"{config['arch']} run: leave grad_checkpoint out")
     dist = Distributed.from_env() if distributed else Distributed()
     device = resolve_device(train_cfg, dist.local_rank)
