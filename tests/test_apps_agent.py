@@ -7,45 +7,21 @@ the loops then run for real on a local model, and over HTTP against `groklm serv
 from __future__ import annotations
 
 import json
-import time
 from typing import Literal
 
 import pytest
 from pydantic import Field
 
 from groklm.apps.agent import Agent, parse_react
-from groklm.apps.backends import Backend, LocalBackend, OpenAIBackend, Reply, Usage
+from groklm.apps.backends import LocalBackend, OpenAIBackend, Usage
 from groklm.apps.tools import calculator
 from groklm.cli.main import main
 from groklm.errors import ConfigError
-from groklm.infer.tool_calls import ToolCall
 
 from helpers.apps import random_run, spam_server
+from helpers.backends import Scripted
 
 pytestmark = pytest.mark.usefixtures("traces")  # every apps test records its spans in its own file
-
-
-class Scripted(Backend):
-    """A backend whose replies are given in advance; it records what it was sent."""
-
-    kind, provider = "scripted", "test"
-
-    def __init__(self, replies: list, capabilities=frozenset({"tools"}), delay: float = 0.0):
-        super().__init__("scripted")
-        self.replies, self.capabilities, self.delay = list(replies), capabilities, delay
-        self.sent: list[dict] = []
-
-    def _chat(self, messages, opts):
-        self.sent.append({"messages": [dict(m) for m in messages], "tools": opts.tools, "stop": opts.stop})
-        time.sleep(self.delay)
-        reply = self.replies.pop(0)
-        if isinstance(reply, list):  # tool calls
-            calls = [ToolCall(name, json.dumps(args) if isinstance(args, dict) else args) for name, args in reply]
-            return Reply("", "tool_calls", Usage(10, 5), self.model, tool_calls=calls)
-        return Reply(reply, "stop", Usage(10, 5), self.model)
-
-    def _stream(self, messages, opts):
-        yield self._chat(messages, opts).text
 
 
 def lookup(city: Literal["Lyon", "Oslo"]) -> str:

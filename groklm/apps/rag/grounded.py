@@ -16,6 +16,9 @@ Four rules shape this file:
     model is called without tools, so a planted "ignore previous instructions" can at worst
     change the wording of an answer, never trigger an action.
   * Citations are checked: [n] markers that name no passage are dropped from `cited`.
+    Optionally the whole answer is checked too: `check(answer, passages)` (e.g. a second model,
+    groklm.apps.judge.grounded_check) says whether it states only what the passages say; an
+    answer it rejects is asked again with its reason, `recheck` times at most.
 
 The model is any groklm.apps.backends backend: `answer` only calls `backend.chat(messages)`.
 """
@@ -59,6 +62,7 @@ class Answer:
     cited: list[Source] = field(default_factory=list)  # the ones its answer cites
     hits: list[Hit] = field(default_factory=list)
     usage: object | None = None
+    verdict: object | None = None  # the check's last verdict (.ok, .reason), when a check was given
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +71,7 @@ class Answer:
             "sources": [vars(s) for s in self.sources],
             "cited": [s.number for s in self.cited],
             "usage": vars(self.usage) if self.usage is not None else None,
+            "check": None if self.verdict is None else {"ok": self.verdict.ok, "reason": self.verdict.reason},
         }
 
 
@@ -123,21 +128,34 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 
 
 def answer(question: str, index, backend, k: int = 5, mode: str = "hybrid", min_similarity: float = 0.3,
-           budget_tokens: int = 1500, filters: dict | None = None, **options) -> Answer:
-    """Retrieve, prompt, answer and cite. `options` go to backend.chat (max_tokens, temperature, ...)."""
+           budget_tokens: int = 1500, filters: dict | None = None, check=None, recheck: int = 1, **options) -> Answer:
+    """Retrieve, prompt, answer and cite. `options` go to backend.chat (max_tokens, temperature, ...).
+    check: None, or check(answer_text, passages_text) -> a verdict with .ok and .reason (see the
+    module docstring); an answer it rejects is asked again with the reason, up to `recheck` times."""
     hits = search(index, question, k=k, mode=mode, filters=filters)
     relevant = [hit for hit in hits if hit.similarity >= min_similarity]
     if not relevant:
         return Answer(NOT_FOUND, found=False, hits=hits)
     messages, used = build_messages(question, relevant, budget_tokens, backend_counter(backend))
-    reply = backend.chat(messages, **options)
     sources = [
         Source(i, hit.chunk.source, hit.chunk.id, hit.chunk.metadata.get("page")) for i, hit in enumerate(used, start=1)
     ]
-    text = reply.text.strip()
-    found = not text.lower().startswith(NOT_FOUND.lower().rstrip("."))
+    passages = "\n\n".join(document_block(i, hit) for i, hit in enumerate(used, start=1))
+    verdict = None
+    for _ in range(recheck + 1 if check is not None else 1):
+        reply = backend.chat(messages, **options)
+        text = reply.text.strip()
+        found = not text.lower().startswith(NOT_FOUND.lower().rstrip("."))
+        if check is None or not found:  # "not found" states nothing to check
+            break
+        verdict = check(text, passages)
+        if verdict.ok:
+            break
+        messages = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": (
+            f"That answer was rejected: {verdict.reason}\nAnswer again from the passages only, citing them, "
+            f"or reply exactly: {NOT_FOUND}")}]
     cited = [sources[n - 1] for n in cited_numbers(text, len(sources))]
-    return Answer(text, found, sources, cited, used, getattr(reply, "usage", None))
+    return Answer(text, found, sources, cited, used, getattr(reply, "usage", None), verdict)
 
 
 def backend_counter(backend):
