@@ -233,11 +233,13 @@ def classify(backend: Backend, text: str, labels, instructions: str | None = Non
     if len(set(texts)) != len(texts):
         raise ConfigError(f"labels must be distinct, got {texts}")
     listed = ", ".join(texts[:-1]) + " or " + texts[-1] if len(texts) > 1 else texts[0]
+    asked_instructions = instructions  # the caller's own, recorded for `groklm traces export --format classify`
     instructions = instructions or f"Classify this text as {listed}."
     messages = ([{"role": "system", "content": system}] if system else []) + \
         [{"role": "user", "content": f"{instructions}\n{text}"}]
     with span("classify", {"groklm.operation": "classify", "gen_ai.request.model": backend.model,
-                           "groklm.labels": texts}) as s:
+                           "groklm.labels": texts, "groklm.classify.text": text,
+                           "groklm.classify.instructions": asked_instructions}) as s:
         if "score" in backend.capabilities:
             result = classify_by_score(backend, messages, texts, values)
         else:

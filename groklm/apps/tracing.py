@@ -21,13 +21,20 @@ OTLP: if the `opentelemetry` package is importable, each span is mirrored to its
 provider. That is a no-op until the application installs an SDK with an exporter, e.g.
 `opentelemetry-sdk` + `opentelemetry-exporter-otlp`; groklm requires neither.
 
-`groklm traces` lists the latest traces; `groklm traces --show ID` prints one as a tree.
+Feedback: `record_feedback(trace_id, rating, correction)` attaches a thumbs up (1) or down (-1),
+and optionally a better answer, to a trace (the server's `POST /v1/feedback` does the same by
+completion id). It goes to a second table, `feedback`, one row per verdict: a later verdict on the
+same trace supersedes an earlier one. `groklm.apps.trace_export` turns traces and their feedback
+into training data.
+
+`groklm traces` lists the latest traces; `groklm traces show ID` prints one as a tree, with its feedback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -54,8 +61,25 @@ CREATE TABLE IF NOT EXISTS spans (
 );
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
+CREATE INDEX IF NOT EXISTS spans_by_response ON spans (json_extract(attributes, '$."gen_ai.response.id"'));
+CREATE TABLE IF NOT EXISTS feedback (
+    trace_id TEXT NOT NULL, time REAL NOT NULL, rating INTEGER NOT NULL, correction TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_by_trace ON feedback (trace_id);
 """
 COLUMNS = ["span_id", "trace_id", "parent_id", "name", "start_time", "end_time", "status", "error", "attributes"]
+FEEDBACK_COLUMNS = ["trace_id", "time", "rating", "correction"]
+RESPONSE_ID = "gen_ai.response.id"  # the OpenAI completion id ("chatcmpl-..."), on a served completion's span
+
+
+@dataclass
+class Feedback:
+    """A verdict on a trace: 1 (thumbs up) or -1 (down), and optionally the answer it should have been."""
+
+    trace_id: str
+    time: float
+    rating: int
+    correction: str | None = None
 
 
 @dataclass
@@ -153,9 +177,10 @@ class Tracer:
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and "spans" not in tables:
             raise self._not_a_trace_file(f"an SQLite database with other tables: {', '.join(sorted(tables)[:5])}")
-        columns = [row[1] for row in connection.execute("PRAGMA table_info(spans)")]
-        if columns and columns != COLUMNS:
-            raise self._not_a_trace_file(f"its spans table has the columns {', '.join(columns)}")
+        for table, expected in (("spans", COLUMNS), ("feedback", FEEDBACK_COLUMNS)):
+            columns = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+            if columns and columns != expected:
+                raise self._not_a_trace_file(f"its {table} table has the columns {', '.join(columns)}")
 
     def _not_a_trace_file(self, why) -> DataError:
         return DataError(f"{self.path} is not a usable groklm trace file ({why}): read another file with "
@@ -178,6 +203,69 @@ class Tracer:
             except (DataError, sqlite3.Error) as error:
                 self._write_failure = str(error)
                 warnings.warn(f"traces are not recorded from now on: {error}", stacklevel=2)
+
+    def record_completion(self, completion_id: str, model: str, messages: list, replies: list[dict],
+                          usage: dict, finish_reasons: list, start_time: float, end_time: float,
+                          app: str = "serve") -> Span:
+        """Record one served completion as a trace of its own: the request's messages and every
+        choice's reply, unclipped (unlike the apps' spans: these are training data once rated),
+        the usage and the latency (the span's duration). Mirrored to OpenTelemetry like any span."""
+        span = Span(f"chat {model}", secrets.token_hex(16), None, start_time=start_time)
+        span.update({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "groklm", "gen_ai.request.model": model,
+                     RESPONSE_ID: completion_id, "groklm.app": app,
+                     "gen_ai.input.messages": json.dumps(messages, ensure_ascii=False),
+                     "gen_ai.output.messages": json.dumps(replies, ensure_ascii=False),
+                     "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+                     "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
+                     "gen_ai.response.finish_reasons": finish_reasons})
+        span.otel = self._otel_start(span, None)
+        span.end_time = end_time
+        self._otel_end(span)
+        self.write(span)
+        return span
+
+    def find_trace(self, trace_or_completion_id: str) -> str | None:
+        """The trace id of an exact trace id or served completion id, or None."""
+        # The same expression as the spans_by_response index, so that SQLite uses it.
+        found = self._query("""SELECT trace_id FROM spans WHERE trace_id = ?
+                               OR json_extract(attributes, '$."gen_ai.response.id"') = ? LIMIT 1""",
+                            (trace_or_completion_id, trace_or_completion_id))
+        return found[0][0] if found else None
+
+    def record_feedback(self, trace_or_completion_id: str, rating: int, correction: str | None = None) -> Feedback:
+        """Attach a verdict to a recorded trace (by its id or its served completion's id). Unlike
+        spans, feedback is something a person asked to store: a failure to store it is raised."""
+        if isinstance(rating, bool) or rating not in (1, -1):
+            raise ConfigError(f"rating must be 1 (good) or -1 (bad), got {rating!r}")
+        if correction is not None and not isinstance(correction, str):
+            raise ConfigError(f"correction must be text or None, got {type(correction).__name__}")
+        trace_id = self.find_trace(trace_or_completion_id)
+        if trace_id is None:
+            raise ConfigError(f"no trace or completion has the id {trace_or_completion_id!r} in {self.path}")
+        feedback = Feedback(trace_id, time.time(), rating, correction or None)
+        with self._lock:
+            try:
+                with self._connect() as connection:
+                    connection.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)",
+                                       (feedback.trace_id, feedback.time, feedback.rating, feedback.correction))
+            except sqlite3.Error as error:
+                raise self._not_a_trace_file(error) from None
+        return feedback
+
+    def feedback(self, trace_id: str) -> list[Feedback]:
+        """Every verdict on a trace, oldest first (the last one is the one that counts)."""
+        return [Feedback(*row) for row in
+                self._query("SELECT * FROM feedback WHERE trace_id = ? ORDER BY time, rowid", (trace_id,))]
+
+    def traces_between(self, since: float | None = None, until: float | None = None) -> list[list[Span]]:
+        """Every trace whose root started in [since, until), oldest first, each as its spans in start order."""
+        spans = self._rows("SELECT * FROM spans WHERE trace_id IN (SELECT trace_id FROM spans WHERE parent_id IS NULL "
+                           "AND start_time >= ? AND start_time < ?) ORDER BY start_time",
+                           (since if since is not None else float("-inf"), until if until is not None else float("inf")))
+        traces: dict[str, list[Span]] = {}
+        for s in spans:
+            traces.setdefault(s.trace_id, []).append(s)
+        return sorted(traces.values(), key=lambda t: t[0].start_time)
 
     def _query(self, query: str, args: tuple) -> list[tuple]:
         if self.path is not None and not self.path.exists():
@@ -273,8 +361,21 @@ def span(name: str, attributes: dict[str, Any] | None = None, activate: bool = T
     return get_tracer().span(name, attributes, activate)
 
 
+def record_feedback(trace_id: str, rating: int, correction: str | None = None) -> Feedback:
+    """Rate a trace of this process's tracer: 1 (good) or -1 (bad), optionally with a corrected answer."""
+    return get_tracer().record_feedback(trace_id, rating, correction)
+
+
+CLIPPED = re.compile(r"\.\.\. \[\d+ more characters\]\Z")  # the mark `clip` leaves
+
+
 def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def was_clipped(text: str) -> bool:
+    """Whether `clip` cut this text: a recorded text that is not what was said, so not training data."""
+    return CLIPPED.search(text) is not None
 
 
 def messages_attribute(messages: list[dict]) -> str:
@@ -307,12 +408,12 @@ def format_list(roots: list[tuple[Span, int]]) -> str:
     return "\n".join(lines)
 
 
-SHOWN_ATTRIBUTES = ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "groklm.attempt", "groklm.validation_errors",
+SHOWN_ATTRIBUTES = (RESPONSE_ID, "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "groklm.attempt", "groklm.validation_errors",
                     "groklm.step.kind", "gen_ai.output.messages")
 
 
-def format_tree(spans: list[Span], details: bool = True) -> str:
-    """A trace as an indented tree: children under their parent, in start order."""
+def format_tree(spans: list[Span], details: bool = True, feedback: list[Feedback] = ()) -> str:
+    """A trace as an indented tree: children under their parent, in start order; then its feedback."""
     children: dict[str | None, list[Span]] = {}
     for s in spans:
         children.setdefault(s.parent_id, []).append(s)
@@ -333,6 +434,11 @@ def format_tree(spans: list[Span], details: bool = True) -> str:
 
     for root in roots:
         walk(root, 1)
+    for verdict in feedback:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(verdict.time))
+        lines.append(f"feedback {when}: {'+1 (good)' if verdict.rating > 0 else '-1 (bad)'}")
+        if verdict.correction:
+            lines.append(f"    correction: {clip(verdict.correction, 300).replace(chr(10), chr(92) + 'n')}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
     groklm agent --backend local:runs/chat "What is 17 * 23 + 4?"
     groklm evals cases.jsonl --backend local:runs/chat --prompt "Spam or not spam?\\n{input}" --check exact
     groklm traces --last 10
-    groklm traces --show 3f2a9c
+    groklm traces show 3f2a9c
+    groklm traces export --format sft --feedback rated --redact email --out sft.jsonl
 
 `evals` is deliberately not `eval`: `groklm eval RUN` is the model harness (a run on the
 synthetic tasks, held-out test split); `groklm evals DATA` scores an application (a backend
@@ -70,16 +71,7 @@ def register(subparsers) -> None:
     evals.add_argument("--no-progress", action="store_true", help="no progress bar")
     evals.set_defaults(func=run_evals)
 
-    traces = subparsers.add_parser(
-        "traces", help="list recorded traces of backend and tool calls, or show one as a tree",
-        description="Traces live in $GROKLM_TRACES (default ~/.groklm/traces.sqlite); every backend call, tool call, "
-        "extraction attempt and agent step is a span with OpenTelemetry GenAI attributes.")
-    traces.add_argument("--last", type=int, default=20, metavar="N", help="how many recent traces to list (default 20)")
-    traces.add_argument("--show", metavar="ID", help="print one trace (a prefix of its id is enough) as a tree")
-    traces.add_argument("--db", metavar="PATH", help="the SQLite file (default $GROKLM_TRACES or ~/.groklm/traces.sqlite)")
-    traces.add_argument("--json", action="store_true", help="with --show: every span and attribute as JSON")
-    traces.set_defaults(func=run_traces)
-
+    register_traces(subparsers)
     register_distill(subparsers)
 
 
@@ -115,7 +107,7 @@ def run_agent(args: argparse.Namespace) -> None:
     result = agent.run(args.question, on_step=print_step)
     tokens = result.usage.total_tokens
     print(f"\n{'answer: ' + result.answer if result.answer is not None else 'no answer (stopped: ' + result.stopped + ')'}")
-    print(f"({len(result.steps)} steps, {tokens} tokens; `groklm traces --show {result.trace_id[:12]}`)", file=sys.stderr)
+    print(f"({len(result.steps)} steps, {tokens} tokens; `groklm traces show {result.trace_id[:12]}`)", file=sys.stderr)
     if args.json:
         print(json.dumps(asdict(result), indent=2, default=str))
 
@@ -189,21 +181,101 @@ def run_evals(args: argparse.Namespace) -> None:
 # ---- traces --------------------------------------------------------------------------------------
 
 
-def run_traces(args: argparse.Namespace) -> None:
-    from groklm.apps.tracing import Tracer, format_list, format_tree, get_tracer, span_dict
+TRACE_FORMATS = ("sft", "kto", "dpo", "classify")  # groklm.apps.trace_export.FORMATS (not imported: keep --help light)
+TRACE_FEEDBACK_FILTERS = ("any", "rated", "good", "bad", "corrected", "unrated")  # ... .FEEDBACK_FILTERS
 
-    if args.last < 1:
-        raise ConfigError(f"--last must be >= 1, got {args.last}")
-    tracer = Tracer(args.db) if args.db else get_tracer()
+
+def register_traces(subparsers) -> None:
+    traces = subparsers.add_parser(
+        "traces", help="list recorded traces, show one as a tree with its feedback, export them as training data",
+        description="Traces live in $GROKLM_TRACES (default ~/.groklm/traces.sqlite); every backend call, tool call, "
+        "extraction attempt, agent step and served chat completion is a span with OpenTelemetry GenAI attributes. "
+        "With no subcommand: list the latest traces.")
+    db_help = "the SQLite file (default $GROKLM_TRACES or ~/.groklm/traces.sqlite)"
+    traces.add_argument("--last", type=int, default=20, metavar="N", help="how many recent traces to list (default 20)")
+    traces.add_argument("--show", metavar="ID", help="the same as `traces show ID`")
+    traces.add_argument("--db", metavar="PATH", help=db_help)
+    traces.add_argument("--json", action="store_true", help="with --show: every span and attribute as JSON")
+    traces.set_defaults(func=run_traces)
+    commands = traces.add_subparsers(dest="traces_command", metavar="{show,export}")
+    show = commands.add_parser("show", help="print one trace as a tree, with its feedback",
+                               description="Print one trace (a prefix of its id, or of a span's id) as a tree of "
+                               "spans, then the feedback given on it.")
+    show.add_argument("id", metavar="ID", help="trace id (a prefix is enough)")
+    # SUPPRESS: given before or after the subcommand, these reach the same attribute (a subcommand's
+    # own default would overwrite what `traces --db PATH show` set).
+    show.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="every span and attribute as JSON (the root's with its feedback)")
+    show.set_defaults(func=run_traces_show)
+    export = commands.add_parser(
+        "export", help="write rated completions, corrections or classifications as training JSONL",
+        description="sft: good answers and corrections as conversations (groklm sft --data); kto: every rated "
+        "reply and correction with a true/false label; dpo: a correction (chosen) against the reply it corrects "
+        "(rejected) (groklm dpo --data); classify: the apps' classify() calls as distillation labels "
+        "(groklm distill --data). Identical records are written once; an empty selection writes nothing and says so.")
+    export.add_argument("--format", required=True, choices=TRACE_FORMATS, help="what to write")
+    export.add_argument("--out", required=True, metavar="FILE", help="the JSONL file to write (atomically)")
+    export.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    export.add_argument("--since", metavar="TIME", help="traces started at or after this ISO date/time (local)")
+    export.add_argument("--until", metavar="TIME", help="traces started before this ISO date/time (local)")
+    export.add_argument("--app", metavar="NAME", help="traces of this app: 'serve', or a root span's name or first word "
+                        "(extract, classify, invoke_agent)")
+    export.add_argument("--tool", metavar="NAME", help="traces that called this tool")
+    export.add_argument("--feedback", choices=TRACE_FEEDBACK_FILTERS, default="any",
+                        help="traces whose latest feedback is this (default any)")
+    export.add_argument("--redact", action="append", default=[], metavar="PATTERN",
+                        help="replace matches with [REDACTED] in every exported text: a preset (email, phone, ipv4) "
+                        "or a regex (repeatable)")
+    export.set_defaults(func=run_traces_export)
+
+
+def open_traces(db: str | None):
+    from groklm.apps.tracing import Tracer, get_tracer
+
+    tracer = Tracer(db) if db else get_tracer()
     if tracer.path is None:
         raise ConfigError("tracing is off ($GROKLM_TRACES=off); pass --db PATH to read a trace file")
+    return tracer
+
+
+def run_traces(args: argparse.Namespace) -> None:
+    from groklm.apps.tracing import format_list
+
     if args.show:
-        spans = tracer.trace(args.show)
-        print(json.dumps([span_dict(s) for s in spans], indent=2, default=str) if args.json else format_tree(spans))
-        return
+        args.id = args.show
+        return run_traces_show(args)
+    if args.last < 1:
+        raise ConfigError(f"--last must be >= 1, got {args.last}")
+    tracer = open_traces(args.db)
     roots = tracer.roots(args.last)
     print(f"traces in {tracer.path}", file=sys.stderr)
     print(format_list(roots))
+
+
+def run_traces_show(args: argparse.Namespace) -> None:
+    from groklm.apps.tracing import format_tree, span_dict
+
+    tracer = open_traces(args.db)
+    spans = tracer.trace(args.id)
+    verdicts = tracer.feedback(spans[0].trace_id)
+    if args.json:  # feedback is on the whole trace: its root carries it
+        shown = [{**span_dict(s), **({"feedback": [asdict(v) for v in verdicts]} if s.parent_id is None else {})}
+                 for s in spans]
+        print(json.dumps(shown, indent=2, default=str))
+    else:
+        print(format_tree(spans, feedback=verdicts))
+
+
+def run_traces_export(args: argparse.Namespace) -> None:
+    from groklm.apps.trace_export import Selection, export_traces, parse_time
+
+    selection = Selection(since=parse_time(args.since) if args.since else None,
+                          until=parse_time(args.until) if args.until else None,
+                          app=args.app, tool=args.tool, feedback=args.feedback)
+    tracer = open_traces(args.db)
+    count = export_traces(tracer, args.format, args.out, selection, args.redact)
+    print(f"wrote {count} {args.format} records to {args.out} (from {tracer.path}; {selection.describe()})")
 
 
 # ---- distill -------------------------------------------------------------------------------------

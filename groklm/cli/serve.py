@@ -4,6 +4,11 @@
     groklm serve runs/chat --api-key secret         # /v1/ routes need "Authorization: Bearer secret"
     GROKLM_API_KEY=secret groklm serve runs/chat    # the same, without the key in `ps` output
     groklm serve runs/chat --embedder default       # also /v1/embeddings (all-MiniLM-L6-v2)
+    groklm serve runs/chat --no-traces              # record nothing (no /v1/feedback either)
+
+Every chat completion is recorded, with its feedback, in the trace store the apps use
+($GROKLM_TRACES, default ~/.groklm/traces.sqlite; --traces PATH for another), so that
+`groklm traces` shows it and `groklm traces export` turns it into training data.
 
 It binds to loopback unless --host says otherwise; on any other address, set a key.
 """
@@ -42,6 +47,12 @@ def register(subparsers) -> None:
     parser.add_argument("--model-name", default=None, help="the model id clients send (default: RUN's folder name)")
     parser.add_argument("--embedder", default=None, metavar="SPEC",
                         help="also answer /v1/embeddings with this embedder: default (all-MiniLM-L6-v2) or hf:DIR")
+    traces = parser.add_mutually_exclusive_group()
+    traces.add_argument("--traces", metavar="PATH", default=None,
+                        help="record every chat completion and its feedback in this SQLite file (default: "
+                        "$GROKLM_TRACES, else ~/.groklm/traces.sqlite, where `groklm traces` looks)")
+    traces.add_argument("--no-traces", action="store_true",
+                        help="record nothing; POST /v1/feedback then answers 404")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--quantize", default=None, metavar="KIND",
                         help="weight-only int8 or int4 for faster decoding on a CPU (default: the run's own weights)")
@@ -65,6 +76,7 @@ def run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from groklm.apps.rag.embed import Embedder, load_embedder
+    from groklm.apps.tracing import Tracer, default_path
     from groklm.infer.constrain import GrammarLimits, configure
     from groklm.infer.engine import AsyncEngine, Engine
     from groklm.rundir import TOKENIZER_DIR
@@ -89,7 +101,12 @@ def run_serve(args: argparse.Namespace) -> None:
     check_chat_template(engine.tokenizer, str(Path(args.run) / TOKENIZER_DIR / "tokenizer.json"))
     check_chat_embeddings(engine.tokenizer, engine.model.config.vocab_size, args.run)  # else every chat request fails
     engine = AsyncEngine(engine, args.max_waiting)
-    app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder)
+    trace_path = None if args.no_traces else (args.traces or default_path())
+    recorder = None if trace_path is None else Tracer(trace_path)
+    app = create_app(engine, name, api_key=args.api_key, max_body_bytes=args.max_body_bytes, embedder=embedder,
+                     recorder=recorder)
+    if recorder is not None:
+        print(f"recording completions and feedback in {recorder.path} (--no-traces: record nothing)", file=sys.stderr)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} with no --api-key: anyone who can reach it can use it", file=sys.stderr)
     print(f"serving {args.run} as model {name!r} at http://{args.host}:{args.port}/ (chat page at /)", file=sys.stderr)

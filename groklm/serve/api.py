@@ -6,6 +6,13 @@
     POST /v1/chat/completions   chat, whole or streamed (Server-Sent Events); tools; response_format
     POST /v1/completions        continue a prompt (a string or token ids, or a list of them)
     POST /v1/embeddings         text -> vectors, when the server has an embedder (--embedder)
+    POST /v1/feedback           thumbs up/down (and a correction) on a chat completion, by its id
+
+With a trace store (`recorder`, given by `groklm serve` unless --no-traces), every chat
+completion is recorded once it is complete: its id, messages, replies, model, usage and
+latency. Recording happens after the reply has gone out (a background task, or after the
+stream's last event) and a failure is logged, never the client's problem. Feedback is stored
+with the completion's trace; an id the store does not know is a 404 naming `completion_id`.
 
 Every request is one or more engine requests in the continuously batched decode loop
 (`AsyncEngine`), so many clients share each forward pass. Streams are Server-Sent Events: one
@@ -36,6 +43,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from groklm.errors import GroklmError
@@ -56,6 +64,7 @@ from groklm.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    FeedbackRequest,
 )
 
 log = logging.getLogger("groklm.serve")
@@ -156,7 +165,8 @@ def validation_error(exc: RequestValidationError) -> JSONResponse:
     elif kind == "model_attributes_type" and not path:
         message = "the body must be a JSON object"
     else:
-        message = f"{'.'.join(path)}: {error['msg']}" if path else error["msg"]
+        said = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' words
+        message = f"{'.'.join(path)}: {said}" if path else said
         if kind.endswith("_type") and "input" in error:  # strict types: say what came instead
             message += f", got {json_kind(error['input'])}"
     return error_response(400, message, param, kind)
@@ -224,9 +234,12 @@ async def unless_disconnected(request: Request, work):
 
 
 def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
-               max_body_bytes: int = 1 << 20, embedder=None) -> FastAPI:
+               max_body_bytes: int = 1 << 20, embedder=None, recorder=None) -> FastAPI:
     """The server for one model. `engine` runs the batch; the app shuts it down on exit.
-    `embedder` (a groklm.apps.rag.embed.Embedder), if given, answers /v1/embeddings."""
+    `embedder` (a groklm.apps.rag.embed.Embedder), if given, answers /v1/embeddings.
+    `recorder` (a groklm.apps.tracing.Tracer: `record_completion`, `record_feedback`), if given,
+    records every chat completion and takes /v1/feedback; the command passes it in, as it does
+    the embedder, because serve/ sits below apps/."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -256,9 +269,22 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
             raise ApiError(400, f"model {name!r} is not served here; this server serves {model_name!r}",
                            "model", "model_not_found")
 
-    async def respond(request: Request, jobs, builder, stream: bool, include_usage: bool):
-        """Run the jobs; answer with the whole object or an event stream of chunks."""
+    def record(builder, messages: list, started: float) -> None:
+        """Store a finished chat completion; runs after the reply went out, off the event loop."""
+        try:
+            replies = [{"role": "assistant", "content": s.content,
+                        **({"tool_calls": [c.to_openai() for c in s.calls]} if s.calls else {})} for s in builder.states]
+            recorder.record_completion(builder.id, model_name, messages, replies, builder.usage(),
+                                       [s.finish_reason for s in builder.states], started, time.time())
+        except Exception:  # noqa: BLE001 - recording watches the server and must never break it
+            log.exception("could not record completion %s", builder.id)
+
+    async def respond(request: Request, jobs, builder, stream: bool, include_usage: bool, messages: list | None = None):
+        """Run the jobs; answer with the whole object or an event stream of chunks. A chat
+        request's `messages` are recorded with its replies when the server has a recorder."""
         counters["requests"] += 1
+        started = time.time()
+        recording = recorder is not None and messages is not None
         merged = run_jobs(engine, jobs)
 
         async def collect():
@@ -271,7 +297,7 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
             if whole is None:
                 counters["disconnects"] += 1
                 return Response(status_code=CLIENT_GONE)
-            return JSONResponse(whole)
+            return JSONResponse(whole, background=BackgroundTask(record, builder, messages, started) if recording else None)
         # The first delta comes before the 200: a full engine or a bad prompt still gets a real
         # status code instead of an error in the middle of a stream.
         try:
@@ -283,10 +309,12 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
             counters["disconnects"] += 1
             await merged.aclose()
             return Response(status_code=CLIENT_GONE)
-        return StreamingResponse(events(merged, first, builder, include_usage), media_type="text/event-stream",
+        after = (lambda: asyncio.to_thread(record, builder, messages, started)) if recording else None
+        return StreamingResponse(events(merged, first, builder, include_usage, after), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def events(merged, first, builder, include_usage: bool):
+    async def events(merged, first, builder, include_usage: bool, after=None):
+        """The stream's events; `after()`, if given, is awaited once the whole reply has gone out."""
         finished = False
         try:
             if isinstance(builder, ChatStream):
@@ -303,6 +331,8 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
                 yield sse(builder.usage_chunk())
             yield sse("[DONE]")
             finished = True
+            if after is not None:
+                await after()
         except Exception as exc:  # headers are sent: the error can only travel inside the stream
             log.exception("stream failed")
             # A GroklmError's message is written for the user; anything else may hold internals.
@@ -341,7 +371,7 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
         states = [ChoiceState(ReplyParser(tools), body.parallel_tool_calls) for _ in jobs]
         builder = ChatStream(model_name, states, len(jobs[0].prompt), body.logprobs)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await respond(request, jobs, builder, body.stream, include_usage)
+        return await respond(request, jobs, builder, body.stream, include_usage, body.messages)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -370,6 +400,19 @@ def create_app(engine: AsyncEngine, model_name: str, api_key: str | None = None,
                 for i, v in enumerate(vectors)]
         return {"object": "list", "data": data, "model": embedder_name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest):
+        if recorder is None:
+            raise ApiError(404, "this server records no completions (started with --no-traces), so it takes no feedback",
+                           "completion_id", "traces_off")
+        known = await asyncio.to_thread(recorder.find_trace, body.completion_id)
+        if known is None:
+            raise ApiError(404, f"no completion {body.completion_id!r} is recorded on this server", "completion_id",
+                           "completion_not_found")
+        verdict = await asyncio.to_thread(recorder.record_feedback, known, body.rating, body.correction)
+        return {"object": "feedback", "completion_id": body.completion_id, "trace_id": verdict.trace_id,
+                "rating": verdict.rating, "correction": verdict.correction}
 
     return app
 

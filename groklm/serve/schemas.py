@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 8  # choices per request; each takes an engine slot
 MAX_EMBED_INPUTS = 2048  # texts per embeddings request, as OpenAI allows
@@ -97,3 +97,19 @@ class EmbeddingRequest(Strict):
     input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 bytes
     user: str | None = None  # accepted and ignored
+
+
+class FeedbackRequest(Strict):
+    """A verdict on a completion this server returned: 1 (good) or -1 (bad), and optionally the
+    answer it should have given."""
+
+    completion_id: str = Field(min_length=1, max_length=200)
+    rating: int  # strict: true is not 1 (a Literal[1, -1] would take it, as true == 1 in Python)
+    correction: str | None = None
+
+    @field_validator("rating")
+    @classmethod
+    def thumbs(cls, rating: int) -> int:
+        if rating not in (1, -1):
+            raise ValueError("must be 1 (good) or -1 (bad)")
+        return rating

@@ -1,6 +1,8 @@
 // groklm's chat page: keeps the conversation, sends it to /v1/chat/completions with stream: true, and
 // shows the reply as its Server-Sent Events arrive (fetch + ReadableStream; EventSource cannot POST).
 // Stop aborts the fetch, which closes the connection; the server then frees the request's slot.
+// Each finished reply gets thumbs up / down and an optional correction, posted to /v1/feedback with
+// the completion id the stream's chunks carry.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -90,6 +92,60 @@ async function* events(response) {
   }
 }
 
+async function sendFeedback(box, completionId, rating, correction) {
+  const body = { completion_id: completionId, rating };
+  if (correction) body.correction = correction;
+  const response = await fetch("/v1/feedback", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!response.ok) {
+    $("status").textContent = `feedback not saved: ${await errorMessage(response)}`;
+    return;
+  }
+  box.dataset.rating = String(rating);
+  box.querySelector(".feedback-note").textContent = correction ? "thanks: correction saved" : "thanks";
+}
+
+// Thumbs up / down and a correction box under a finished assistant reply.
+function addFeedback(box, completionId) {
+  const bar = document.createElement("div");
+  bar.className = "feedback";
+  const button = (label, title) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.title = title;
+    bar.append(b);
+    return b;
+  };
+  // Text marks, not emoji: a machine without an emoji font would show empty boxes.
+  const up = button("✓ Good", "thumbs up: a good answer");
+  const down = button("✗ Bad", "thumbs down: a bad answer");
+  const correct = button("Correct…", "write the answer it should have given");
+  const note = document.createElement("span");
+  note.className = "feedback-note muted";
+  bar.append(note);
+  const editor = document.createElement("form");
+  editor.className = "correction";
+  editor.hidden = true;
+  const text = document.createElement("textarea");
+  text.rows = 3;
+  text.placeholder = "The answer it should have given";
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Save correction";
+  editor.append(text, save);
+  up.addEventListener("click", () => sendFeedback(box, completionId, 1, null));
+  down.addEventListener("click", () => sendFeedback(box, completionId, -1, null));
+  correct.addEventListener("click", () => {
+    editor.hidden = !editor.hidden;
+    if (!editor.hidden && !text.value) text.value = box.querySelector(".text").textContent;
+  });
+  editor.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (text.value.trim()) sendFeedback(box, completionId, -1, text.value);
+  });
+  box.append(bar, editor);
+}
+
 function maxTokens() {
   // The server refuses a max_tokens its context cannot hold after the prompt (as OpenAI's does):
   // never ask a small model for more than its whole context (send() handles a long conversation).
@@ -131,6 +187,7 @@ async function send(text) {
   const controller = (state.controller = new AbortController());
   setBusy(true);
   let reply = "";
+  let completionId = null;
   try {
     const post = (body) => fetch("/v1/chat/completions", {
       method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
@@ -147,6 +204,7 @@ async function send(text) {
     }
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.id) completionId = chunk.id;
       if (chunk.usage) {
         $("usage").textContent = `last reply: ${chunk.usage.prompt_tokens} prompt + ${chunk.usage.completion_tokens} completion tokens`;
       }
@@ -161,6 +219,7 @@ async function send(text) {
       }
     }
     answer.dataset.state = "done";
+    if (completionId) addFeedback(answer, completionId);
   } catch (error) {
     if (error.name === "AbortError") {
       answer.dataset.state = "stopped";
