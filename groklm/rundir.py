@@ -12,7 +12,7 @@ config.json has one schema for every stage:
 
     {"stage":  "pretrain" | "sft" | "reward" | "dpo" | "kto" | "ppo" | "grpo" | "seq2seq" | "distill" | "import",
      "parent": the run directory this run started from (absolute), or null,
-     "arch":   "gpt" | "rnn" | "lstm" | "gru" | "reward" | "seq2seq" | "encoder-classifier",
+     "arch":   "gpt" | "rnn" | "lstm" | "gru" | "mamba" | "rwkv" | "jamba" | "reward" | "seq2seq" | "encoder-classifier",
      "model":  the model config (its shape),
      "train":  the TrainConfig (absent for an import),
      "data":   what it was trained on (files, synthetic specs, counts),

@@ -1,5 +1,5 @@
 """The experiments from the shell: `groklm speedrun` (the main job) and `groklm compare`
-(GPT, RNN, LSTM, GRU and MoE at equal parameters and seconds)."""
+(GPT, RNN, LSTM, GRU, MoE, Mamba, RWKV and a Jamba-style hybrid at equal parameters and seconds)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from groklm.train.config import parse_set_args
 
 # compare's --models: groklm.experiments.compare.MODELS and DEFAULT_MODELS (not imported: torch);
 # tests/test_cli_light.py checks that they agree.
-COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe (default gpt,rnn,lstm,gru)"
+COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe, mamba, rwkv, jamba (default gpt,rnn,lstm,gru)"
 
 
 def register(subparsers) -> None:
@@ -63,7 +63,7 @@ def run_speedrun(args: argparse.Namespace) -> None:
 def register_compare(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="train GPT, RNN, LSTM, GRU (and MoE) at equal parameters and seconds; report the gap",
+        help="train GPT, RNN, LSTM, GRU (and MoE, Mamba, RWKV, Jamba) at equal parameters and seconds; report the gap",
         description="Train each model at (about) --budget-params parameters for (about) each wall-clock "
         "budget on the same data, each family at the peak learning rate a search at the smallest budget "
         "chose, then write OUT/report.md and OUT/report.json: val loss against time, tokens seen, the "

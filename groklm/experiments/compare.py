@@ -1,5 +1,5 @@
-"""`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts) trained side by side at an
-equal parameter budget and at one or more equal wall-clock budgets on the same data, measured.
+"""`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts, Mamba, RWKV and a Jamba-style
+hybrid) trained side by side at an equal parameter budget and at one or more equal wall-clock budgets on the same data, measured.
 
     groklm compare --data data/shakespeare --budget-params 400000 --budgets 30,90,270 --out cmp/
     groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out moe/ \\
@@ -50,11 +50,12 @@ from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dty
 from groklm.train.plots import read_metrics
 from groklm.train.pretrain import loss_function, make_batches, pretrain
 
-MODELS = ("gpt", "rnn", "lstm", "gru", "moe")
+MODELS = ("gpt", "rnn", "lstm", "gru", "moe", "mamba", "rwkv", "jamba")
 DEFAULT_MODELS = "gpt,rnn,lstm,gru"
 # Depth is fixed per family and width is sized to the budget. Four layers is a small GPT;
-# two is the usual depth of an RNN language model (more rarely helps them).
-LAYERS = {"gpt": 4, "moe": 4, "rnn": 2, "lstm": 2, "gru": 2}
+# two is the usual depth of an RNN language model (more rarely helps them). Mamba, RWKV and the
+# hybrid (one attention layer, three Mamba layers) stack like a transformer: the GPT's depth.
+LAYERS = {"gpt": 4, "moe": 4, "rnn": 2, "lstm": 2, "gru": 2, "mamba": 4, "rwkv": 4, "jamba": 4}
 N_HEAD = 4
 WIDTH_STEP = 8
 # The same batches and recipe for every model, but each family's own peak learning rate (one rate
@@ -63,11 +64,14 @@ WIDTH_STEP = 8
 # The best rate moves with the data: on BPE-coded Python (4096 tokens, 1.5M parameters) the GPT
 # and the Elman RNN did best at 2e-3 and the GRU at 5e-3; set them with --set gpt.lr=2e-3 ...
 TRAIN_DEFAULTS = {"batch_size": 16, "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 10}
-LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2}
+# Mamba, RWKV and jamba start at the GPT's rate: not yet measured here, so the default search matters.
+LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2, "mamba": 5e-3, "rwkv": 5e-3,
+                  "jamba": 5e-3}
 # The default search: each family's rate above, halved and doubled. The best rate moves with the
 # data and the budget; the moves measured so far (above) stay within about a factor of two.
 LR_SEARCH_FACTORS = (0.5, 1.0, 2.0)
-RECURRENT = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU"}  # the models the GPT's crossover is stated against
+# The models the GPT's crossover is stated against: those that carry a fixed-size state instead of attention.
+RECURRENT = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU", "mamba": "Mamba", "rwkv": "RWKV"}
 SHARED_MODEL_KEYS = ("block_size", "dropout", "n_layer")
 BLOCK_SIZE = 64
 N_EVALS = 10  # validation points on each curve
@@ -199,7 +203,7 @@ def size_model(name: str, budget: int, vocab: int, shared: dict, experts: int, t
     the same active parameters per token (plus a small router), experts/top_k times the MLP weights."""
     family = "gpt" if name == "moe" else name
     base = {"vocab_size": vocab, "n_layer": LAYERS[name], **shared}
-    if family == "gpt":
+    if family in ("gpt", "jamba"):  # the hybrid's attention layers have heads too
         base["n_head"] = N_HEAD
     best = closest_width(lambda width: count_params(family, {**base, "n_embd": width}), budget)
     values = {**base, "n_embd": best}

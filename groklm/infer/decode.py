@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from groklm.infer.sampling import check_sampling, sample_next
+from groklm.model.lm_base import TokenLM
 from groklm.model.rnn import RecurrentLM
 
 NextLogits = Callable[[torch.Tensor], torch.Tensor]
@@ -48,10 +49,11 @@ class WindowedForward:
 
 
 class CarriedState:
-    """A RecurrentLM: read the prompt once, then one step per token from the carried state (no
-    window: the state is the whole past, so generation can run past block_size)."""
+    """A RecurrentLM or a TokenLM (Mamba, RWKV, Jamba): read the prompt once, then one step per
+    token from the carried state (no window: the state is the whole past, so generation can run
+    past block_size)."""
 
-    def __init__(self, model: RecurrentLM):
+    def __init__(self, model: RecurrentLM | TokenLM):
         self.model = model
         self.state = None
 
@@ -62,7 +64,7 @@ class CarriedState:
 
 def next_logits_of(model) -> NextLogits:
     """The way to feed a groklm language model (a GPT or a RecurrentLM) one token at a time."""
-    return CarriedState(model) if isinstance(model, RecurrentLM) else WindowedForward(model)
+    return CarriedState(model) if isinstance(model, (RecurrentLM, TokenLM)) else WindowedForward(model)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Models: the decoder-only transformer (GPT), recurrent LMs (rnn, lstm, gru), the BERT-style
+"""Models: the decoder-only transformer (GPT), recurrent LMs (rnn, lstm, gru), state-space and
+linear-attention LMs (mamba, rwkv, and the jamba hybrid), the BERT-style
 encoder, their configurations, LoRA adapters (lora.py), and `load_model(run)` for whichever a
 run directory holds.
 
@@ -12,8 +13,12 @@ from groklm.model.arch import load_model
 from groklm.model.config import GPTConfig
 from groklm.model.encoder import Encoder, EncoderConfig
 from groklm.model.gpt import GPT
+from groklm.model.jamba import JambaConfig, JambaLM
 from groklm.model.lora import LoRALinear, apply_lora, load_lora_state_dict, lora_state_dict, merge_lora
+from groklm.model.mamba import MambaConfig, MambaLM
 from groklm.model.rnn import RecurrentLM, RNNConfig
+from groklm.model.rwkv import RWKVLM, RWKVConfig
 
-__all__ = ["GPT", "GPTConfig", "RNNConfig", "RecurrentLM", "load_model", "Encoder", "EncoderConfig",
+__all__ = ["GPT", "GPTConfig", "RNNConfig", "RecurrentLM", "MambaConfig", "MambaLM", "RWKVConfig", "RWKVLM",
+           "JambaConfig", "JambaLM", "load_model", "Encoder", "EncoderConfig",
            "LoRALinear", "apply_lora", "merge_lora", "lora_state_dict", "load_lora_state_dict"]

@@ -3,6 +3,9 @@
     gpt              the decoder transformer (GPTConfig, gpt.py), with or without MoE, with or
                      without LoRA adapters (a "lora" section: the base run's weights + adapters)
     rnn, lstm, gru   recurrent language models (RNNConfig, rnn.py); the arch is the cell
+    mamba            a selective state-space model (MambaConfig, mamba.py)
+    rwkv             RWKV's time and channel mixing (RWKVConfig, rwkv.py)
+    jamba            attention layers among Mamba layers (JambaConfig, jamba.py)
 
 Every language model here answers the same calls: model(idx, targets) -> (logits, loss),
 num_params(). So training, sampling (groklm.infer.decode) and evaluation need not care which
@@ -17,12 +20,18 @@ from pathlib import Path
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model.config import GPTConfig
 from groklm.model.gpt import GPT
+from groklm.model.jamba import JambaConfig, JambaLM
 from groklm.model.lora import apply_lora_section, check_lora_base, load_trained_weights
-from groklm.model.rnn import RecurrentLM, RNNConfig
+from groklm.model.mamba import MambaConfig, MambaLM
+from groklm.model.rnn import CELLS, RecurrentLM, RNNConfig
+from groklm.model.rwkv import RWKVLM, RWKVConfig
 from groklm.model.weights import load_weights
 from groklm.rundir import WEIGHTS_FILE, read_config
 
-LM_ARCHS = ("gpt", "rnn", "lstm", "gru")
+# arch -> (its config dataclass, its model class)
+CLASSES = {"gpt": (GPTConfig, GPT), **{cell: (RNNConfig, RecurrentLM) for cell in CELLS},
+           "mamba": (MambaConfig, MambaLM), "rwkv": (RWKVConfig, RWKVLM), "jamba": (JambaConfig, JambaLM)}
+LM_ARCHS = tuple(CLASSES)
 
 
 def check_arch(arch: str) -> str:
@@ -32,14 +41,14 @@ def check_arch(arch: str) -> str:
 
 
 def config_class(arch: str) -> type:
-    """The config dataclass of an arch (GPTConfig or RNNConfig)."""
-    return GPTConfig if check_arch(arch) == "gpt" else RNNConfig
+    """The config dataclass of an arch (GPTConfig, RNNConfig, MambaConfig, ...)."""
+    return CLASSES[check_arch(arch)][0]
 
 
 def make_config(arch: str, values: dict):
-    """The arch's config from {field: value}; for a recurrent arch the cell is the arch."""
+    """The arch's config from {field: value}; for a recurrent cell (rnn, lstm, gru) the cell is the arch."""
     cls = config_class(arch)
-    if arch == "gpt":
+    if arch not in CELLS:
         return cls.from_dict(values)
     if values.get("cell", arch) != arch:
         raise ConfigError(f"cell={values['cell']!r} contradicts arch={arch!r}; the arch names the cell")
@@ -47,7 +56,7 @@ def make_config(arch: str, values: dict):
 
 
 def build_model(arch: str, config):
-    return GPT(config) if check_arch(arch) == "gpt" else RecurrentLM(config)
+    return CLASSES[check_arch(arch)][1](config)
 
 
 def load_model(run_dir: str | os.PathLike, device: str = "cpu"):

@@ -4,8 +4,9 @@
                                                            tokenizer/, metrics.jsonl, checkpoint/, loss.png)
 
 Every step trains on batch_size * grad_accum random windows of block_size tokens; the loss is
-the cross-entropy of each next token. See loop.py for the step itself. `--set arch=rnn|lstm|gru`
-trains a recurrent model (groklm/model/rnn.py) the same way instead; config.json's "arch" says which.
+the cross-entropy of each next token. See loop.py for the step itself. `--set arch=rnn|lstm|gru|mamba|rwkv|jamba`
+trains a recurrent or state-space model (groklm/model/rnn.py, mamba.py, rwkv.py, jamba.py) the
+same way instead; config.json's "arch" says which.
 
 Continued pretraining (`--init-from RUN`) starts from a GPT run's weights instead of random ones:
 the run's shape, on the user's text prepared with the run's own tokenizer. With `--set lora_rank=N`
