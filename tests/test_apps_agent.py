@@ -149,4 +149,4 @@ def test_agent_command_prints_the_steps(capsys):
               "What is 6 * 7?"])
     out = capsys.readouterr()
     assert "step 1" in out.out and "step 2" in out.out and "no answer (stopped: max_steps)" in out.out
-    assert "agent (react)" in out.err and "groklm traces --show" in out.err
+    assert "agent (react)" in out.err and "groklm traces show" in out.err
