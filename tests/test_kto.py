@@ -15,7 +15,7 @@ import torch
 
 from groklm.errors import ConfigError, DataError
 from groklm.model import GPT
-from groklm.model.lora import ADAPTERS_FILE, apply_lora, lora_layers, lora_state_dict
+from groklm.model.lora import ADAPTERS_FILE, lora_layers
 from groklm.tokenizer.char import CharTokenizer
 from groklm.train.kto import (
     collate_examples,
@@ -30,7 +30,7 @@ from groklm.train.kto import (
 from groklm.train.preferences import encode_reply, sequence_logps
 
 from helpers.preferences import CHARS, FAST, easy_pairs
-from helpers.runs import read_metrics
+from helpers.runs import lora_policy, read_metrics
 
 
 def write_examples(path, examples: list[dict]):
@@ -275,14 +275,7 @@ def test_cli_runs_kto(base, tmp_path, capsys):
 def test_lora_kto_reference_is_the_base_with_adapters_off(base, pair_files, tmp_path):
     tokenizer = CharTokenizer(CHARS)
     batch = collate_examples(encode_examples(tokenizer, unpaired(8, seed=3), 64), 64)
-    policy = GPT.from_run(base)
-    apply_lora(policy, rank=4, alpha=8)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in lora_state_dict(policy).items():
-            if ".lora_B." in name:  # B = 0 would hide a wrong reference: policy and base would agree anyway
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-    policy.train()
+    policy = lora_policy(base)
     one_copy, _ = kto_loss_fn(None, 0.5, 1.0, 1.0)(policy, batch)
     two_copies, _ = kto_loss_fn(GPT.from_run(base), 0.5, 1.0, 1.0)(policy, batch)
     assert abs(one_copy.item() - 0.5) > 1e-3 and torch.allclose(one_copy, two_copies, atol=1e-6)

@@ -24,7 +24,6 @@ from groklm.model.lora import (
     apply_lora,
     load_trained_weights,
     lora_layers,
-    lora_state_dict,
     merge_lora,
 )
 from groklm.model.weights import save_weights
@@ -41,7 +40,7 @@ from groklm.train.stage import stage_process
 from helpers.preferences import CHARS as CHARS_PREF
 from helpers.preferences import FAST as FAST_PREF
 from helpers.preferences import easy_pairs
-from helpers.runs import read_metrics, tiny_run
+from helpers.runs import lora_policy, read_metrics, tiny_run
 from helpers.training import sum_chats
 
 transformers = pytest.importorskip("transformers")
@@ -217,14 +216,7 @@ def test_merge_refuses_plain_runs_and_used_directories(tmp_path):
 def test_lora_dpo_reference_is_the_base_with_adapters_off(base):
     tokenizer = CharTokenizer(CHARS_PREF)
     ids, response, lengths = collate(encode_pairs(tokenizer, easy_pairs(8, seed=3), 64))
-    policy = GPT.from_run(base)
-    apply_lora(policy, rank=4, alpha=8)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in lora_state_dict(policy).items():
-            if ".lora_B." in name:  # B = 0 would hide a wrong reference: policy and base would agree anyway
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-    policy.train()
+    policy = lora_policy(base)
     one_copy, _ = dpo_loss_fn(None, 0.5, "sigmoid", 0.0)(policy, (ids, response, lengths))
     two_copies, _ = dpo_loss_fn(GPT.from_run(base), 0.5, "sigmoid", 0.0)(policy, (ids, response, lengths))
     assert abs(one_copy.item() - 0.6931472) > 1e-3  # the adapters make the policy differ from its reference

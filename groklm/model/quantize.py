@@ -42,22 +42,19 @@ class QuantizedLinear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if self.kind == "int8":
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.packed, self.scales)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, INT4_GROUP, self.scales)
+        y = self._matmul(x.reshape(-1, self.in_features).to(torch.bfloat16))
         y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, in) bfloat16 -> (N, out): the kernel, widening the stored weight as it goes."""
+        if self.kind == "int8":
+            return torch.ops.aten._weight_int8pack_mm(rows, self.packed, self.scales)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, INT4_GROUP, self.scales)
+
     def dequantized(self) -> torch.Tensor:
         """The weight the kernel multiplies by, in float32 (out, in): to measure the rounding."""
-        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
-        bias, self.bias = self.bias, None
-        try:
-            return self.forward(eye).float().T.contiguous()
-        finally:
-            self.bias = bias
+        return self._matmul(torch.eye(self.in_features, dtype=torch.bfloat16)).float().T.contiguous()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"

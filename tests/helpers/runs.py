@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from groklm.model import GPT, GPTConfig
+from groklm.model.lora import apply_lora, lora_state_dict
 from groklm.model.weights import save_weights
 from groklm.rundir import METRICS_FILE, RunDir
 from groklm.tokenizer import Tokenizer
@@ -65,6 +66,19 @@ def perturbed_run(directory: Path, tokenizer: Tokenizer | str = ASCII, *, seed: 
             param.add_(0.05 * torch.randn(param.shape, generator=generator))
     save_weights(model, Path(directory) / "model.safetensors")
     return model
+
+
+def lora_policy(base: Path, rank: int = 4, alpha: float = 8.0) -> GPT:
+    """The GPT of run `base` with rank-`rank` adapters whose B is not zero (B = 0 would hide a
+    wrong reference model: policy and base would agree anyway), in training mode."""
+    policy = GPT.from_run(base)
+    apply_lora(policy, rank=rank, alpha=alpha)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in lora_state_dict(policy).items():
+            if ".lora_B." in name:
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+    return policy.train()
 
 
 def read_metrics(run: Path) -> list[dict]:
