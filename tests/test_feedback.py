@@ -181,3 +181,28 @@ def test_serve_takes_a_trace_file_or_none_but_not_both():
     assert parser.parse_args(["serve", "r", "--traces", "t.sqlite"]).traces == "t.sqlite"
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "r", "--no-traces", "--traces", "t.sqlite"])
+
+
+def test_thumbs_on_served_answers_train_a_kto_run(run, tmp_path, capsys):
+    """The loop end to end: answers served, rated up and down on /v1/feedback, exported as KTO
+    examples by `groklm traces export`, and `groklm kto` trains the served model on them."""
+    store = tracing.Tracer(tmp_path / "traces.sqlite")
+    questions = ["hello", "what is 2+2", "name a colour", "say hi", "count to 3", "bye"]
+
+    async def exchange(client):
+        for i, question in enumerate(questions):
+            body = chat_body(messages=[{"role": "user", "content": question}], max_tokens=6, temperature=0)
+            reply = await client.post(CHAT, json=body)
+            rating = await client.post(FEEDBACK, json={"completion_id": reply.json()["id"], "rating": 1 if i % 2 else -1})
+            assert rating.status_code == 200, rating.text
+
+    serve(run, store, exchange)
+    thumbs = tmp_path / "thumbs.jsonl"
+    main(["traces", "export", "--db", str(store.path), "--format", "kto", "--out", str(thumbs)])
+    assert "wrote 6 kto records" in capsys.readouterr().out
+    out = tmp_path / "kto"
+    main(["kto", str(run), "--data", str(thumbs), "--val", str(thumbs), "--out", str(out), "--no-progress",
+          "--set", "max_iters=2", "batch_size=6", "eval_interval=2", "eval_iters=1", "warmup_iters=0"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 2 and "val_loss" in metrics[-1]
+    assert json.loads((out / "config.json").read_text())["stage"] == "kto"

@@ -246,6 +246,7 @@ def untouched(folder, before):
 @pytest.mark.parametrize("case, error, message", [
     ("rnn", ConfigError, "'gru' model"),
     ("moe", ConfigError, "mixture-of-experts"),
+    ("mod", ConfigError, "mixture-of-depths"),
     ("other shape", ConfigError, "Exportable shapes"),
     ("exact gelu", ConfigError, "exact \\(erf\\) GELU"),
     ("o bias", ConfigError, "non-zero bias on blocks.0.attn.proj"),
@@ -258,6 +259,8 @@ def test_what_gguf_cannot_hold_is_refused_and_nothing_is_written(tmp_path, bpe, 
         rnn_run(run, bpe)
     elif case == "moe":
         tiny_run(run, bpe, moe_experts=4, moe_top_k=2, n_embd=32)
+    elif case == "mod":
+        tiny_run(run, bpe, mod_capacity=0.25, mod_every=1, n_embd=32)
     elif case == "other shape":
         tiny_run(run, bpe, pos="rope", norm="layernorm", mlp="gelu")
     elif case == "exact gelu":

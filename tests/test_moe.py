@@ -14,9 +14,8 @@ from groklm.errors import ConfigError
 from groklm.model import GPT, GPTConfig
 from groklm.model.gpt import MLP
 from groklm.model.moe import MoE, active_params, balancing_loss, expert_capacity, route
-from groklm.train.pretrain import pretrain
 
-from helpers.training import make_data
+from helpers.training import quick_pretrain
 
 
 def moe_config(**overrides) -> GPTConfig:
@@ -134,12 +133,7 @@ def test_moe_gpt_counts_active_parameters_and_adds_the_aux_loss_only_in_training
 
 
 def test_moe_gpt_trains_and_logs_expert_load(tmp_path):
-    data = make_data(tmp_path / "data")
-    settings = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4, "max_iters": 40,
-                "eval_interval": 15, "eval_iters": 2, "log_interval": 5, "warmup_iters": 5, "device": "cpu", "lr": 1e-2,
-                "moe_experts": 4, "moe_top_k": 1}
-    run = pretrain(data, tmp_path / "moe", overrides=settings, progress=False)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    run, records = quick_pretrain(tmp_path, "moe", moe_experts=4, moe_top_k=1)
     assert records[-1]["val_loss"] < 0.5 * records[0]["loss"]
     last = records[-1]
     assert sum(last[f"moe_load_{e}"] for e in range(4)) == pytest.approx(1.0)

@@ -12,15 +12,13 @@ import torch
 
 from groklm.errors import ConfigError
 from groklm.infer.scoring import pack_responses
-from groklm.model import GPT, GPTConfig
-from groklm.model.weights import save_weights
-from groklm.rundir import write_json
+from groklm.model import GPT
 from groklm.tokenizer.chat import render_prompt
 from groklm.train.rl.config import RLConfig
 from groklm.train.rl.objectives import gae, group_advantages, kl_k3, policy_loss, value_loss
 from groklm.train.rl.ppo import train_ppo
 
-from helpers.runs import read_metrics, tiny_run
+from helpers.runs import make_reward_run, read_metrics, tiny_run
 
 PROMPT = [{"role": "user", "content": "hi"}]
 
@@ -165,20 +163,6 @@ def test_ppo_command_with_a_prompts_file(source, tmp_path, monkeypatch, capsys):
                      "group_size=2", "max_new_tokens=2", "device=cpu"])
     assert "step 2, reward" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["rl"]["kl_coef"] == 0.1
-
-
-def make_reward_run(directory: Path, like: Path) -> Path:
-    """A random reward model (arch "reward") with the tokenizer and shape of run `like`."""
-    from groklm.train.reward import RewardModel
-
-    config = json.loads((like / "config.json").read_text())["model"]
-    directory.mkdir(parents=True)
-    save_weights(RewardModel(GPT(GPTConfig.from_dict(config))), directory / "model.safetensors")
-    write_json(directory / "config.json", {"model": config, "stage": "reward", "arch": "reward"})
-    import shutil
-
-    shutil.copytree(like / "tokenizer", directory / "tokenizer")
-    return directory
 
 
 @pytest.mark.parametrize("reward", ["verifier", "reward_model"])

@@ -9,7 +9,7 @@ import pytest
 
 from groklm.errors import ConfigError
 from groklm.experiments.speedrun import CHATTY_DEMONSTRATIONS, SAMPLES_PER_PROBLEM, speedrun, stage_overrides
-from groklm.tasks import TASKS, verify
+from groklm.tasks import DEFAULT_TASKS, verify
 
 STEPS = {"eval_iters": 2, "batch_size": 4, "warmup_iters": 1}
 SMALL = {
@@ -59,12 +59,12 @@ def test_report_scores_the_chat_stages_on_held_out_wordings_apart(finished):
     """evals_heldout: the chat stages, greedy, on every task's heldout split, beside (not in) evals."""
     out, report = finished
     heldout = report["evals_heldout"]
-    assert set(heldout) == {"sft", "dpo", "ppo"} and all(set(results) == set(TASKS) for results in heldout.values())
+    assert set(heldout) == {"sft", "dpo", "ppo"} and all(set(results) == set(DEFAULT_TASKS) for results in heldout.values())
     assert all(r["count"] == 1 and 0.0 <= r["accuracy"] <= 1.0 for results in heldout.values() for r in results.values())
-    assert all(set(results) == set(TASKS) for results in report["evals"].values())  # no heldout task mixed in
+    assert all(set(results) == set(DEFAULT_TASKS) for results in report["evals"].values())  # no heldout task mixed in
     # the accuracy table's rows: stage, a cell per task, the mean, the held-out wordings' mean
     cells = [line.strip("| ").split(" | ") for line in (out / "report.md").read_text().splitlines()]
-    accuracy_rows = {row[0]: row for row in cells if len(row) == len(TASKS) + 3}
+    accuracy_rows = {row[0]: row for row in cells if len(row) == len(DEFAULT_TASKS) + 3}
     percent = lambda results: f"{100 * sum(r['accuracy'] for r in results.values()) / len(results):.1f}%"  # noqa: E731
     assert accuracy_rows["base"][-2:] == [percent(report["evals"]["base"]), "not measured"]
     for stage, results in heldout.items():
@@ -87,7 +87,7 @@ def test_report_has_the_targeted_metric_with_kl(finished):
     assert report["stages"]["sft"]["chatty_demonstrations"] == CHATTY_DEMONSTRATIONS
     assert json.loads((out / "sft" / "config.json").read_text())["data"]["synthetic_chatty"] == CHATTY_DEMONSTRATIONS
     conversations = report["conversations"]
-    assert [c["task"] for c in conversations] == list(TASKS)
+    assert [c["task"] for c in conversations] == list(DEFAULT_TASKS)
     for conversation in conversations:
         assert set(conversation["replies"]) == {"sft", "dpo", "ppo"}
         for reply in conversation["replies"].values():

@@ -169,3 +169,34 @@ def test_a_validated_extraction_is_an_accepted_answer_to_its_first_prompt(tmp_pa
     store.record_feedback(rejected, -1)
     records = export_records(store, "sft")
     assert records == [{"messages": [*asked, {"role": "assistant", "content": '{"name": "Ann", "age": 31}'}]}]
+
+
+def test_exported_classifications_are_the_label_cache_distill_reads(tmp_path):
+    """An app's classify() calls, one corrected by a user, exported: distill's teacher_labels finds
+    every text in the file and asks the teacher nothing, and the correction is the label."""
+    from groklm.apps.distill import teacher_labels
+    from groklm.apps.structured import classify
+
+    from helpers.backends import Scripted
+
+    class Scorer(Scripted):
+        def score(self, messages, replies):
+            self.sent.append(messages)
+            return [-0.1, -2.0]  # always "spam"
+
+    teacher = Scorer([], frozenset({"score"}), model="runs/teacher")
+    store = tracing.set_trace_path(tmp_path / "traces.sqlite")
+    try:
+        for text in ("WIN A PHONE", "lunch at 1?"):
+            with tracing.span("inbox") as root:
+                classify(teacher, text, ["spam", "ham"], instructions="Spam or ham?")
+        tracing.record_feedback(root.trace_id, -1, "ham")  # the user corrects the second one
+    finally:
+        tracing.set_trace_path(None)
+    out = tmp_path / "labels.jsonl"
+    assert export_traces(store, "classify", out) == 2
+    asked_before = len(teacher.sent)
+    answers = teacher_labels(teacher, teacher.name, ["WIN A PHONE", "lunch at 1?"], ["spam", "ham"], out,
+                             "Spam or ham?", progress=False)
+    assert len(teacher.sent) == asked_before  # nothing asked again
+    assert {t: a["label"] for t, a in answers.items()} == {"WIN A PHONE": "spam", "lunch at 1?": "ham"}

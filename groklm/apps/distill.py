@@ -281,7 +281,7 @@ def distill(teacher, data: str | Path, labels: str | Sequence[str], out: str | P
     seed_everything(cfg.seed)
     s = new_student(student, labels, max_length, model_overrides)  # before the teacher: settings fail fast
     backend = load_backend(teacher)
-    name = teacher if isinstance(teacher, str) else f"{backend.kind}:{backend.model}"
+    name = backend.name
     cache = Path(labels_cache) if labels_cache else run.path / LABELS_FILE
     answers = teacher_labels(backend, name, texts, labels, cache, instructions, progress)
 

@@ -237,14 +237,17 @@ def classify(backend: Backend, text: str, labels, instructions: str | None = Non
     instructions = instructions or f"Classify this text as {listed}."
     messages = ([{"role": "system", "content": system}] if system else []) + \
         [{"role": "user", "content": f"{instructions}\n{text}"}]
-    with span("classify", {"groklm.operation": "classify", "gen_ai.request.model": backend.model,
+    with span("classify", {"groklm.operation": "classify", "gen_ai.request.model": backend.model, "groklm.backend": backend.name,
                            "groklm.labels": texts, "groklm.classify.text": text,
                            "groklm.classify.instructions": asked_instructions}) as s:
         if "score" in backend.capabilities:
             result = classify_by_score(backend, messages, texts, values)
         else:
             result = classify_by_answer(backend, messages, texts, values, listed)
-        s.update({"groklm.label": str(result.label), "groklm.confidence": result.confidence})
+        # Usage on the classify span itself: scoring labels makes no chat call to carry it.
+        s.update({"groklm.label": str(result.label), "groklm.confidence": result.confidence,
+                  "gen_ai.usage.input_tokens": result.usage.input_tokens,
+                  "gen_ai.usage.output_tokens": result.usage.output_tokens})
     return result
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -191,9 +191,18 @@ def _classification_records(trace: list[Span], verdict: Feedback | None, redact)
                 continue
             label, confidence = verdict.correction, 1.0
         records.append({"text": redact(a["groklm.classify.text"]), "label": label, "labels": a.get("groklm.labels"),
-                        "confidence": confidence, "teacher": a.get("gen_ai.request.model"),
+                        "confidence": confidence, "teacher": a.get("groklm.backend", a.get("gen_ai.request.model")),
                         "instructions": a.get("groklm.classify.instructions")})
     return records
+
+
+def selected_traces(tracer: Tracer, selection: Selection) -> Iterator[tuple[list[Span], Feedback | None]]:
+    """(trace, its latest verdict or None) for every trace the selection keeps, oldest first."""
+    for trace in tracer.traces_between(selection.since, selection.until):
+        verdicts = tracer.feedback(trace[0].trace_id)
+        verdict = verdicts[-1] if verdicts else None
+        if _matches(trace, verdict, selection):
+            yield trace, verdict
 
 
 def export_records(tracer: Tracer, form: str, selection: Selection | None = None,
@@ -205,11 +214,7 @@ def export_records(tracer: Tracer, form: str, selection: Selection | None = None
     redact_text = redactor(redact)
     seen: set[str] = set()
     records = []
-    for trace in tracer.traces_between(selection.since, selection.until):
-        verdicts = tracer.feedback(trace[0].trace_id)
-        verdict = verdicts[-1] if verdicts else None
-        if not _matches(trace, verdict, selection):
-            continue
+    for trace, verdict in selected_traces(tracer, selection):
         made = (_classification_records(trace, verdict, redact_text) if form == "classify"
                 else _conversation_records(form, trace, verdict, redact_text))
         for record in made:

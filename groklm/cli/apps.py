@@ -197,7 +197,7 @@ def register_traces(subparsers) -> None:
     traces.add_argument("--db", metavar="PATH", help=db_help)
     traces.add_argument("--json", action="store_true", help="with --show: every span and attribute as JSON")
     traces.set_defaults(func=run_traces)
-    commands = traces.add_subparsers(dest="traces_command", metavar="{show,export}")
+    commands = traces.add_subparsers(dest="traces_command", metavar="{show,export,usage}")
     show = commands.add_parser("show", help="print one trace as a tree, with its feedback",
                                description="Print one trace (a prefix of its id, or of a span's id) as a tree of "
                                "spans, then the feedback given on it.")
@@ -217,17 +217,32 @@ def register_traces(subparsers) -> None:
     export.add_argument("--format", required=True, choices=TRACE_FORMATS, help="what to write")
     export.add_argument("--out", required=True, metavar="FILE", help="the JSONL file to write (atomically)")
     export.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
-    export.add_argument("--since", metavar="TIME", help="traces started at or after this ISO date/time (local)")
-    export.add_argument("--until", metavar="TIME", help="traces started before this ISO date/time (local)")
-    export.add_argument("--app", metavar="NAME", help="traces of this app: 'serve', or a root span's name or first word "
-                        "(extract, classify, invoke_agent)")
-    export.add_argument("--tool", metavar="NAME", help="traces that called this tool")
-    export.add_argument("--feedback", choices=TRACE_FEEDBACK_FILTERS, default="any",
-                        help="traces whose latest feedback is this (default any)")
+    add_selection_arguments(export)
     export.add_argument("--redact", action="append", default=[], metavar="PATTERN",
                         help="replace matches with [REDACTED] in every exported text: a preset (email, phone, ipv4) "
                         "or a regex (repeatable)")
     export.set_defaults(func=run_traces_export)
+    usage = commands.add_parser(
+        "usage", help="calls, tokens, seconds and cost per model",
+        description="Add up the model calls of the selected traces per model: calls, input and output tokens, "
+        "seconds, and with --price the cost. A call is a span with token usage and none below it.")
+    usage.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    add_selection_arguments(usage)
+    usage.add_argument("--price", action="append", default=[], metavar="MODEL=IN/OUT",
+                       help="a model's price per million input/output tokens, e.g. gpt-4o-mini=0.15/0.6 (repeatable)")
+    usage.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per model")
+    usage.set_defaults(func=run_traces_usage)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which traces `export` and `usage` read (groklm.apps.trace_export.Selection)."""
+    parser.add_argument("--since", metavar="TIME", help="traces started at or after this ISO date/time (local)")
+    parser.add_argument("--until", metavar="TIME", help="traces started before this ISO date/time (local)")
+    parser.add_argument("--app", metavar="NAME", help="traces of this app: 'serve', or a root span's name or first word "
+                        "(extract, classify, invoke_agent)")
+    parser.add_argument("--tool", metavar="NAME", help="traces that called this tool")
+    parser.add_argument("--feedback", choices=TRACE_FEEDBACK_FILTERS, default="any",
+                        help="traces whose latest feedback is this (default any)")
 
 
 def open_traces(db: str | None):
@@ -254,6 +269,7 @@ def run_traces(args: argparse.Namespace) -> None:
 
 
 def run_traces_show(args: argparse.Namespace) -> None:
+    from groklm.apps.trace_usage import format_usage, usage_by_model
     from groklm.apps.tracing import format_tree, span_dict
 
     tracer = open_traces(args.db)
@@ -265,14 +281,37 @@ def run_traces_show(args: argparse.Namespace) -> None:
         print(json.dumps(shown, indent=2, default=str))
     else:
         print(format_tree(spans, feedback=verdicts))
+        print(format_usage(usage_by_model([spans])))
+
+
+def selection_of(args: argparse.Namespace):
+    from groklm.apps.trace_export import Selection, parse_time
+
+    return Selection(since=parse_time(args.since) if args.since else None,
+                     until=parse_time(args.until) if args.until else None,
+                     app=args.app, tool=args.tool, feedback=args.feedback)
+
+
+def run_traces_usage(args: argparse.Namespace) -> None:
+    from groklm.apps.trace_export import selected_traces
+    from groklm.apps.trace_usage import format_usage, parse_prices, usage_by_model
+
+    prices = parse_prices(args.price)
+    selection = selection_of(args)
+    tracer = open_traces(args.db)
+    rows = usage_by_model((trace for trace, _ in selected_traces(tracer, selection)), prices)
+    if getattr(args, "json", False):
+        for row in rows:
+            print(json.dumps({**asdict(row), "seconds_per_call": row.seconds_per_call, "cost_per_call": row.cost_per_call}))
+        return
+    print(f"model calls in {tracer.path} ({selection.describe()})", file=sys.stderr)
+    print(format_usage(rows))
 
 
 def run_traces_export(args: argparse.Namespace) -> None:
-    from groklm.apps.trace_export import Selection, export_traces, parse_time
+    from groklm.apps.trace_export import export_traces
 
-    selection = Selection(since=parse_time(args.since) if args.since else None,
-                          until=parse_time(args.until) if args.until else None,
-                          app=args.app, tool=args.tool, feedback=args.feedback)
+    selection = selection_of(args)
     tracer = open_traces(args.db)
     count = export_traces(tracer, args.format, args.out, selection, args.redact)
     print(f"wrote {count} {args.format} records to {args.out} (from {tracer.path}; {selection.describe()})")

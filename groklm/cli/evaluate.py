@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         help="accuracy of a run on the synthetic tasks (test split)",
         description="Evaluate RUN on test problems of the synthetic tasks. NAME: the model answers "
         "(greedy, or sampled with --temperature) and the task's verifier grades it. NAME:mc: multiple "
-        "choice by the log-likelihood of each option. all / all:mc: every task.",
+        "choice by the log-likelihood of each option. all / all:mc: the default tasks (all but safety).",
     )
     parser.add_argument("run", metavar="RUN", help="run directory to evaluate")
     parser.add_argument("--tasks", default="all", metavar="NAME[,NAME]", help="tasks, e.g. arithmetic,spam:mc (default all)")

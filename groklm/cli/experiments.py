@@ -11,7 +11,7 @@ from groklm.train.config import parse_set_args
 
 # compare's --models: groklm.experiments.compare.MODELS and DEFAULT_MODELS (not imported: torch);
 # tests/test_cli_light.py checks that they agree.
-COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe, mamba, rwkv, jamba (default gpt,rnn,lstm,gru)"
+COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe, mod, mamba, rwkv, jamba (default gpt,rnn,lstm,gru)"
 
 
 def register(subparsers) -> None:

@@ -1,4 +1,4 @@
-"""The training stages from the shell: `groklm pretrain | sft | reward | dpo | kto | ppo | seq2seq`.
+"""The training stages from the shell: `groklm pretrain | sft | reward | dpo | kto | spin | ppo | seq2seq`.
 
 Every stage runs in one process, or in many under torchrun
 (`torchrun --nproc_per_node=N -m groklm pretrain ...`); only rank 0 prints the summary.
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     register_reward(subparsers)
     register_dpo(subparsers)
     register_kto(subparsers)
+    register_spin(subparsers)
     register_ppo(subparsers)
     register_seq2seq(subparsers)
 
@@ -53,6 +54,9 @@ def register_pretrain(subparsers) -> None:
     parser.add_argument("--init-from", metavar="RUN", help="start from this GPT run's weights and shape "
                         "(continued pretraining) instead of random weights")
     add_training_arguments(parser, "override a model or training setting, e.g. --set max_iters=500 n_layer=2")
+    parser.add_argument("--sequence-parallel", dest="overrides", action="append_const", const="sequence_parallel=true",
+                        help="under torchrun, give each process a slice of every sequence instead of its own sequences "
+                        "(ring attention; for sequences too long for one device): short for --set sequence_parallel=true")
     parser.set_defaults(func=run_pretrain)
 
 
@@ -122,7 +126,8 @@ def run_sft(args: argparse.Namespace) -> None:
 
 # ---- preference stages: reward, dpo, kto ----------------------------------------------------
 
-PAIRS_HELP = "preference pairs: a JSONL file ({prompt, chosen, rejected} per line) or synthetic tasks"
+PAIRS_HELP = ("preference pairs: a JSONL file ({prompt, chosen, rejected} per line), synthetic[:tasks], or "
+              "Llama 2's two sets synthetic-helpful[:tasks] / synthetic-harmless[:tasks]")
 
 
 def add_pair_arguments(parser: argparse.ArgumentParser, data_help: str = PAIRS_HELP) -> None:
@@ -222,6 +227,43 @@ def run_kto(args: argparse.Namespace) -> None:
         print_pair_summary(out)
 
 
+def register_spin(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "spin",
+        help="self-play fine-tuning: improve an SFT model with its SFT data alone (SPIN)",
+        description="SPIN: in each iteration the current model answers the SFT data's prompts, and DPO's loss "
+        "trains it to prefer the data's replies over its own, with the previous iteration as the reference. "
+        "Replies already equal to the data's are dropped (and counted: SPIN converges when the model writes the "
+        "data's replies). Writes OUT/iter-1, OUT/iter-2, ... (normal GPT runs) and OUT/summary.jsonl; "
+        "--resume skips finished iterations. --set applies to every iteration's training.",
+    )
+    add_pair_arguments(parser, "SFT conversations: a JSONL file ({messages: [...]} per line) or synthetic tasks")
+    parser.add_argument("--iterations", type=int, default=None, help="self-play iterations (default 3)")
+    parser.add_argument("--prompts", type=int, default=None, metavar="N",
+                        help="SFT conversations the model answers in each iteration (default 1000)")
+    parser.add_argument("--beta", type=float, default=None, help="strength of the pull towards the previous iteration (default 0.1)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="the model's replies: sampled at this temperature (default 1), or 0: greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="longest reply the model writes (default 64)")
+    parser.add_argument("--synthetic-chatty", type=float, default=None, metavar="SHARE",
+                        help="share of wordier synthetic demonstrations, as `groklm sft` took it (default 0)")
+    parser.set_defaults(func=run_spin)
+
+
+def run_spin(args: argparse.Namespace) -> None:
+    from groklm.train.spin import train_spin
+
+    summary = train_spin(args.run, args.data, args.out, iterations=args.iterations, prompts=args.prompts, val=args.val,
+                         beta=args.beta, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                         synthetic_chatty=args.synthetic_chatty, overrides=parse_set_args(args.overrides),
+                         skip_bad_lines=args.skip_bad_lines, resume=args.resume, progress=not args.no_progress)
+    for record in summary:
+        figures = (f", loss {record['loss_start']:.4f} -> {record['loss_end']:.4f}, val margin {record['val_margin']:.3f}"
+                   if "val_margin" in record else "")
+        print(f"iteration {record['iteration']}: {record['pairs']} pairs, {record['dropped']} replies already the "
+              f"data's{figures}: {record['run']}")
+
+
 # ---- ppo ------------------------------------------------------------------------------------
 
 
@@ -237,7 +279,11 @@ def register_ppo(subparsers) -> None:
         "group_size, max_new_tokens, ppo_epochs, clip_eps, gamma, lam).",
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="the run to start from (an SFT model; optional with --resume)")
-    parser.add_argument("--reward", default="verifier", metavar="RM_DIR|verifier", help="reward model run, or 'verifier' (default)")
+    parser.add_argument("--reward", default="verifier", metavar="RM_DIR|verifier|helpful=RM,harmless=RM",
+                        help="reward model run, 'verifier' (default), or Llama 2's two reward models "
+                        "helpful=RM_DIR,harmless=RM_DIR[,threshold=0.15]: each answer gets the harmless model's score "
+                        "where its prompt is tagged unsafe or that score's sigmoid is under the threshold, else the "
+                        "helpful model's; whitened over the batch")
     parser.add_argument("--prompts", default="synthetic", metavar="SPEC", help="synthetic[:task,task] (default synthetic) or FILE.jsonl")
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     parser.add_argument("--algo", choices=ALGOS, help="ppo (value head + GAE, default) or grpo (group-relative, no value head)")

@@ -31,7 +31,7 @@ from groklm.errors import ConfigError
 from groklm.infer.engine import sample_responses
 from groklm.infer.scoring import choice_logprobs, pack_responses, token_logprobs
 from groklm.runs import load
-from groklm.tasks import HELDOUT, TASKS
+from groklm.tasks import DEFAULT_TASKS, HELDOUT, TASKS
 from groklm.tokenizer.chat import render_prompt
 
 CHOICE_SUFFIX = ":mc"
@@ -39,12 +39,13 @@ EVAL_SPLITS = ("test", HELDOUT)
 
 
 def parse_tasks(spec: str | list[str]) -> list[str]:
-    """"arithmetic,spam:mc" -> ["arithmetic", "spam:mc"]; "all" / "all:mc" expand to every task."""
+    """"arithmetic,spam:mc" -> ["arithmetic", "spam:mc"]; "all" / "all:mc" expand to the default
+    tasks (DEFAULT_TASKS: every task but safety, which is named when wanted)."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for name in (n.strip() for n in names if n.strip()):
         base, choice = (name[: -len(CHOICE_SUFFIX)], True) if name.endswith(CHOICE_SUFFIX) else (name, False)
-        bases = list(TASKS) if base == "all" else [base]
+        bases = list(DEFAULT_TASKS) if base == "all" else [base]
         for b in bases:
             if b not in TASKS:
                 raise ConfigError(f"unknown task {b!r}; tasks are {', '.join(TASKS)} (add {CHOICE_SUFFIX} for multiple choice), or all")

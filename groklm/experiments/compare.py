@@ -1,18 +1,21 @@
-"""`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts, Mamba, RWKV and a Jamba-style
-hybrid) trained side by side at an equal parameter budget and at one or more equal wall-clock budgets on the same data, measured.
+"""`groklm compare`: GPT, RNN, LSTM and GRU (and a mixture of experts, a mixture of depths, Mamba, RWKV
+and a Jamba-style hybrid) trained side by side at an equal parameter budget and at one or more equal
+wall-clock budgets on the same data, measured.
 
     groklm compare --data data/shakespeare --budget-params 400000 --budgets 30,90,270 --out cmp/
     groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out moe/ \\
         --models gpt,moe --moe-experts 8 --moe-top-k 2
+    groklm compare --data data/shakespeare --budget-params 400000 --budget-seconds 90 --out mod/ --models gpt,mod
 
 For each model: the width whose parameter count comes closest to the budget (for "moe", the
 GPT's shape with each MLP split into experts, so the *active* parameters per token match the
-dense model's); a few timed steps, the models taking turns, to learn its speed; then, at each
-wall-clock budget, as many steps as the budget holds, run by `groklm pretrain` into
-OUT/runs/<model>-<budget>s (a normal run directory). Every model sees the same batches in the
-same order and the same schedule shape at its family's own peak learning rate, chosen by a
-search at the smallest budget (each rate of the grid trained for that budget; the lowest
-held-out val loss wins and is kept for every budget: a search at every budget would cost the
+dense model's; for "mod", the GPT's shape with every other block routed, MOD_CAPACITY of the
+tokens going through it: the same parameters, fewer FLOPs per token); a few timed steps, the
+models taking turns, to learn its speed; then, at each wall-clock budget, as many steps as the
+budget holds, run by `groklm pretrain` into OUT/runs/<model>-<budget>s (a normal run directory).
+Every model sees the same batches in the same order and the same schedule shape at its family's
+own peak learning rate, chosen by a search at the smallest budget (each rate of the grid trained
+for that budget; the lowest held-out val loss wins and is kept for every budget: a search at every budget would cost the
 grid size over again, and the best rate tends to fall only a little as runs grow longer, so the
 larger budgets may sit slightly off their own best). Step counts differ, and that is the point: it is what each architecture does
 with the same seconds. Since a busy machine makes the real times drift from the plan, every
@@ -50,12 +53,12 @@ from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dty
 from groklm.train.plots import read_metrics
 from groklm.train.pretrain import loss_function, make_batches, pretrain
 
-MODELS = ("gpt", "rnn", "lstm", "gru", "moe", "mamba", "rwkv", "jamba")
+MODELS = ("gpt", "rnn", "lstm", "gru", "moe", "mod", "mamba", "rwkv", "jamba")
 DEFAULT_MODELS = "gpt,rnn,lstm,gru"
 # Depth is fixed per family and width is sized to the budget. Four layers is a small GPT;
 # two is the usual depth of an RNN language model (more rarely helps them). Mamba, RWKV and the
 # hybrid (one attention layer, three Mamba layers) stack like a transformer: the GPT's depth.
-LAYERS = {"gpt": 4, "moe": 4, "rnn": 2, "lstm": 2, "gru": 2, "mamba": 4, "rwkv": 4, "jamba": 4}
+LAYERS = {"gpt": 4, "moe": 4, "mod": 4, "rnn": 2, "lstm": 2, "gru": 2, "mamba": 4, "rwkv": 4, "jamba": 4}
 N_HEAD = 4
 WIDTH_STEP = 8
 # The same batches and recipe for every model, but each family's own peak learning rate (one rate
@@ -64,14 +67,16 @@ WIDTH_STEP = 8
 # The best rate moves with the data: on BPE-coded Python (4096 tokens, 1.5M parameters) the GPT
 # and the Elman RNN did best at 2e-3 and the GRU at 5e-3; set them with --set gpt.lr=2e-3 ...
 TRAIN_DEFAULTS = {"batch_size": 16, "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 10}
-# Mamba, RWKV and jamba start at the GPT's rate: not yet measured here, so the default search matters.
-LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2, "mamba": 5e-3, "rwkv": 5e-3,
+# Mamba, RWKV, jamba and mod start at the GPT's rate: not yet measured here, so the default search matters.
+LEARNING_RATES = {"gpt": 5e-3, "moe": 5e-3, "mod": 5e-3, "rnn": 5e-3, "lstm": 1e-2, "gru": 1e-2, "mamba": 5e-3, "rwkv": 5e-3,
                   "jamba": 5e-3}
 # The default search: each family's rate above, halved and doubled. The best rate moves with the
 # data and the budget; the moves measured so far (above) stay within about a factor of two.
 LR_SEARCH_FACTORS = (0.5, 1.0, 2.0)
 # The models the GPT's crossover is stated against: those that carry a fixed-size state instead of attention.
 RECURRENT = {"rnn": "Elman RNN", "lstm": "LSTM", "gru": "GRU", "mamba": "Mamba", "rwkv": "RWKV"}
+# "mod": the share of tokens a routed block takes, every other block routed (the paper's 12.5%, mod_every=2).
+MOD_CAPACITY = 0.125
 SHARED_MODEL_KEYS = ("block_size", "dropout", "n_layer")
 BLOCK_SIZE = 64
 N_EVALS = 10  # validation points on each curve
@@ -200,8 +205,9 @@ def clear_earlier(out: Path, force: bool) -> None:
 def size_model(name: str, budget: int, vocab: int, shared: dict, experts: int, top_k: int) -> tuple[str, dict]:
     """(arch for pretrain, model settings): the width whose parameter count is closest to the budget.
     "moe" is the budget-sized GPT with each MLP split into `experts` experts of 1/top_k its width:
-    the same active parameters per token (plus a small router), experts/top_k times the MLP weights."""
-    family = "gpt" if name == "moe" else name
+    the same active parameters per token (plus a small router), experts/top_k times the MLP weights.
+    "mod" is the budget-sized GPT with mixture of depths (MOD_CAPACITY, every other block)."""
+    family = "gpt" if name in ("moe", "mod") else name
     base = {"vocab_size": vocab, "n_layer": LAYERS[name], **shared}
     if family in ("gpt", "jamba"):  # the hybrid's attention layers have heads too
         base["n_head"] = N_HEAD
@@ -209,6 +215,8 @@ def size_model(name: str, budget: int, vocab: int, shared: dict, experts: int, t
     values = {**base, "n_embd": best}
     if name == "moe":
         values.update(moe_experts=experts, moe_top_k=top_k, mlp_hidden=max(1, 4 * best // top_k))
+    if name == "mod":
+        values["mod_capacity"] = MOD_CAPACITY
     return family, values
 
 

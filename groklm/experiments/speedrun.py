@@ -41,7 +41,7 @@ from groklm.infer.decode import generate
 from groklm.model import GPT
 from groklm.rundir import METRICS_FILE
 from groklm.runs import load
-from groklm.tasks import HELDOUT, TASKS, make_sft
+from groklm.tasks import HELDOUT, TASKS, get_tasks, make_sft
 from groklm.tokenizer import Tokenizer
 from groklm.train.dpo import train_dpo
 from groklm.train.plots import read_metrics
@@ -268,7 +268,7 @@ def _targeted(sampled: dict[str, dict]) -> dict:
 
 def _conversations(out: Path) -> list[dict]:
     """The first test problem of each task, answered by every chat stage: greedy and one sampled reply."""
-    records = [task.rl_prompts(1, split="test", seed=0)[0] for task in TASKS.values()]
+    records = [task.rl_prompts(1, split="test", seed=0)[0] for task in get_tasks()]
     prompts = [r["prompt"] for r in records]
     conversations = [{"task": r["task"], "messages": r["prompt"], "answer": r["answer"], "replies": {}} for r in records]
     for stage in CHAT_STAGES:

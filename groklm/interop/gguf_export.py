@@ -113,10 +113,7 @@ def gguf_architecture(saved: dict, run_dir: Path) -> tuple[GPTConfig, str]:
         config = GPTConfig.from_dict(saved["model"])
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{run_dir}/config.json has no valid model section: {error}") from error
-    if config.moe_experts:
-        raise ConfigError(f"{run_dir} is a mixture-of-experts model ({config.moe_experts} experts); groklm exports "
-                          "dense models to GGUF only (llama.cpp's MoE layouts differ from ours)")
-    family = family_of(config)  # a ConfigError naming the exportable shapes
+    family = family_of(config)  # a ConfigError naming the exportable shapes (and refusing MoE, MoD)
     if family == "gpt2":
         if config.mlp == "gelu_exact":
             raise ConfigError(f"{run_dir} uses the exact (erf) GELU, and llama.cpp's gpt2 computes the tanh form: "

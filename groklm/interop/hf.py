@@ -50,6 +50,13 @@ GPT2_GELUS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exa
 
 def family_of(config: GPTConfig) -> str:
     """Which HF architecture can hold this model: "gpt2" or "llama"; otherwise a ConfigError."""
+    # Our experts and depth routers are layers neither architecture (nor llama.cpp's) has.
+    if config.moe_experts:
+        raise ConfigError(f"this is a mixture-of-experts model ({config.moe_experts} experts); groklm exports dense "
+                          "models only (the GPT-2 and Llama layouts have no experts, llama.cpp's MoE layouts differ)")
+    if config.mod_capacity:
+        raise ConfigError(f"this is a mixture-of-depths model (mod_capacity={config.mod_capacity}); groklm exports "
+                          "dense models only (no exported architecture routes tokens around blocks)")
     for family, shape in SHAPES.items():
         if all(getattr(config, key) in values for key, values in shape.items()):
             return family

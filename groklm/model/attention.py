@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from groklm.model.config import GPTConfig
 from groklm.model.kv_cache import LayerCache
+from groklm.model.ring_attention import ring_attention
 
 
 class RotaryEmbedding(nn.Module):
@@ -62,6 +64,9 @@ class CausalSelfAttention(nn.Module):
             if config.pos == "rope"
             else None
         )
+        # Sequence parallelism (set_sequence_parallel): the process group over which each sequence
+        # is split, or None. A way of running, not part of the architecture, as grad_checkpoint is.
+        self.sequence_group: dist.ProcessGroup | None = None
 
     def forward(
         self,
@@ -76,7 +81,13 @@ class CausalSelfAttention(nn.Module):
         mask: None for plain causal attention, or a (B, 1, T, T) boolean "may attend" matrix
         (causal and block-diagonal when several documents are packed into one row).
         cache: during generation, the KV cache of this layer (groklm.model.kv_cache): x holds
-        only the new tokens, at `positions`; they attend over everything cached before them."""
+        only the new tokens, at `positions`; they attend over everything cached before them.
+        Under sequence parallelism x is this rank's shard of the sequences and positions says
+        where it sits in them (needed: rotary angles and the causal order follow from it)."""
+        if self.sequence_group is not None and (positions is None or mask is not None or cache is not None
+                                                or return_weights or (self.training and self.dropout)):
+            raise ValueError("sequence-parallel attention takes a shard with its positions in the whole sequence, "
+                             "and no mask, cache, attention weights or attention dropout")
         B, T, C = x.shape
         # Queries, then keys, then values, head by head: (B, n_head + 2 n_kv_head, T, head_dim).
         heads = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -90,12 +101,14 @@ class CausalSelfAttention(nn.Module):
             causal = False  # the cache's mask (or none: every key is visible) says what each token sees
 
         dropout = self.dropout if self.training else 0.0
-        written_out = return_weights or (cache is None and written_out_is_faster(q, dropout))
+        written_out = return_weights or (cache is None and self.sequence_group is None and written_out_is_faster(q, dropout))
         if written_out and self.n_kv_head != self.n_head:
             # Grouped-query attention: each kv head serves n_head / n_kv_head consecutive query heads.
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        if written_out:
+        if self.sequence_group is not None:
+            y = ring_attention(q, k, v, self.sequence_group)
+        elif written_out:
             y, weights = explicit_attention(q, k, v, mask)
         else:
             # The fused kernel reads each kv head once for its group of query heads, where
@@ -105,6 +118,20 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         y = self.resid_dropout(self.proj(y))
         return (y, weights) if return_weights else y
+
+
+def set_sequence_parallel(model: nn.Module, group: dist.ProcessGroup | None) -> int:
+    """Make every attention layer in `model` ring attention over the ranks of `group`
+    (groklm/model/ring_attention.py), or (None) attention over whole sequences again; returns
+    how many layers were found.
+
+    Each rank then feeds the model its contiguous share of every sequence, with the positions
+    of that share (GPT.forward's `positions`); the other layers work on each token alone and
+    need nothing else. The ranks must run the model in step: every layer passes blocks round."""
+    layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    for layer in layers:
+        layer.sequence_group = group
+    return len(layers)
 
 
 # Up to this many queries x keys per head, bf16 attention on a CPU is computed written out.

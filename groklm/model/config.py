@@ -40,6 +40,11 @@ class GPTConfig:
     moe_top_k: int = 2
     moe_capacity_factor: float = 1.25  # an expert takes at most this times its even share of tokens; 0: no limit
     moe_aux_weight: float = 0.01  # weight of the load-balancing loss added while training
+    # Mixture of depths (see depth_router.py): mod_capacity > 0 lets only that share of each
+    # sequence's tokens through every mod_every-th block (blocks mod_every-1, 2*mod_every-1, ...);
+    # the rest skip it on the residual stream. 0 keeps every block dense.
+    mod_capacity: float = 0.0
+    mod_every: int = 2
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -69,6 +74,7 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         self.validate_moe()
+        self.validate_mod()
 
     def validate_moe(self) -> None:
         experts, top_k = self.moe_experts, self.moe_top_k
@@ -79,6 +85,30 @@ class GPTConfig:
             raise ConfigError(f"moe_top_k must be between 1 and moe_experts={experts}, got {top_k}")
         if self.moe_capacity_factor < 0 or self.moe_aux_weight < 0:
             raise ConfigError("moe_capacity_factor and moe_aux_weight must be >= 0")
+
+    def validate_mod(self) -> None:
+        if isinstance(self.mod_capacity, bool) or not isinstance(self.mod_capacity, (int, float)) \
+                or not 0.0 <= self.mod_capacity <= 1.0:
+            raise ConfigError(f"mod_capacity must be a share of tokens in [0, 1] (0: no mixture of depths), "
+                              f"got {self.mod_capacity!r}")
+        if not isinstance(self.mod_every, int) or isinstance(self.mod_every, bool) or self.mod_every < 1:
+            raise ConfigError(f"mod_every must be a positive integer, got {self.mod_every!r}")
+        if not self.mod_capacity:
+            return
+        if not self.mod_layers:
+            raise ConfigError(f"mod_every={self.mod_every} is more than n_layer={self.n_layer}: no block would be "
+                              "routed; lower mod_every or set mod_capacity=0")
+        if self.moe_experts:
+            # Expert capacity counts tokens in order across the batch; the routed block's padded rows would take it.
+            raise ConfigError("mod_capacity and moe_experts cannot be combined: pick one of mixture of depths "
+                              "and mixture of experts")
+
+    @property
+    def mod_layers(self) -> tuple[int, ...]:
+        """The blocks mixture of depths routes: every mod_every-th, the first block always dense; () when off."""
+        if not self.mod_capacity:
+            return ()
+        return tuple(range(self.mod_every - 1, self.n_layer, self.mod_every))
 
     def to_dict(self) -> dict:
         return asdict(self)

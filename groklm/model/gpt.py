@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model.attention import CausalSelfAttention
 from groklm.model.config import GPTConfig
+from groklm.model.depth_router import DepthRouter, predictor_loss, routed_count
 from groklm.model.kv_cache import KVCache
 from groklm.model.moe import MoE, moe_aux_loss
 from groklm.model.weights import load_weights
@@ -125,7 +126,9 @@ class GPT(nn.Module):
         if config.pos == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False)
         self.drop = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        # Mixture of depths: some blocks process only the tokens their router picks (depth_router.py).
+        self.blocks = nn.ModuleList(DepthRouter(config, Block(config)) if i in config.mod_layers else Block(config)
+                                    for i in range(config.n_layer))
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -163,13 +166,16 @@ class GPT(nn.Module):
             x = x + self.pos_table[positions]
         return self.drop(x)
 
-    def hidden_states(self, idx: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, doc_ids: torch.Tensor | None = None,
+                      positions: torch.Tensor | None = None) -> torch.Tensor:
         """idx: (B, T) -> the final (normed) hidden state of every position, (B, T, n_embd).
 
         doc_ids: (B, T) ids of the documents packed into each row (see packing_layout), or
         None for one document per row. Heads other than the LM head (a reward model's scalar,
-        a value head) read from here."""
-        positions, mask = packing_layout(doc_ids) if doc_ids is not None else (None, None)
+        a value head) read from here.
+        positions: (B, T) where in their sequences the tokens of idx sit, when idx is one shard
+        of longer sequences (sequence parallelism, groklm/model/ring_attention.py); None: 0..T-1."""
+        positions, mask = packing_layout(doc_ids) if doc_ids is not None else (positions, None)
         x = self.embed(idx, positions)
         # Checkpointing only pays when a backward pass will follow: under no_grad (evaluation,
         # a DPO reference pass) nothing is kept for it anyway.
@@ -183,19 +189,22 @@ class GPT(nn.Module):
                 x = block(x, positions, mask)
         return self.ln_f(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None):
         """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
         With targets (B, T), the loss is the mean cross-entropy of predicting targets[t] from
-        idx[:t+1]; positions whose target is IGNORE_INDEX are left out.
+        idx[:t+1]; positions whose target is IGNORE_INDEX are left out. positions: as in hidden_states.
         """
-        logits = self.lm_head(self.hidden_states(idx, doc_ids))
+        logits = self.lm_head(self.hidden_states(idx, doc_ids, positions))
         loss = None
         if targets is not None:
             loss = next_token_loss(logits, targets)
             if self.training and self.config.moe_experts:
                 # Only while training: evaluation reports plain cross-entropy, comparable with a dense model.
                 loss = loss + self.config.moe_aux_weight * moe_aux_loss(self)
+            if self.training and self.config.mod_capacity:  # trains the predictors that route at inference
+                loss = loss + predictor_loss(self)
         return logits, loss
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache, slots: list[int]) -> torch.Tensor:
@@ -239,7 +248,9 @@ class GPT(nn.Module):
         12 L T d for attention scores and mixing (the PaLM appendix estimate).
 
         N counts every weight a matmul multiplies by: not the position table (a lookup), nor an
-        untied token table (a lookup); a tied one is the LM head's matmul, so it counts."""
+        untied token table (a lookup); a tied one is the LM head's matmul, so it counts.
+        A mixture-of-depths block (training routing) runs its weights on k of the T tokens, and
+        those k attend among themselves: share k/T of its matmuls, (k/T)^2 of its attention."""
         T = seq_len or self.config.block_size
         c = self.config
         matmul_params = self.num_params()
@@ -247,7 +258,13 @@ class GPT(nn.Module):
             matmul_params -= self.wpe.weight.numel()
         if not c.tie_embeddings:
             matmul_params -= self.wte.weight.numel()
-        return 6 * matmul_params + 12 * c.n_layer * c.n_embd * T
+        attention_layers = c.n_layer
+        for block in self.blocks:
+            if isinstance(block, DepthRouter):
+                share = routed_count(block.capacity, T) / T
+                matmul_params -= (1 - share) * sum(p.numel() for p in block.block.parameters())
+                attention_layers -= 1 - share * share
+        return 6 * matmul_params + 12 * attention_layers * c.n_embd * T
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "GPT":

@@ -26,6 +26,9 @@ from groklm.model.lora import LoRALinear
 
 QUANTIZATIONS = ("int8", "int4")
 INT4_GROUP = 32  # inputs sharing one scale and zero: Q4_1's block
+# A layer with fewer outputs is a handful of vectors (a mixture-of-depths router scores a token
+# with one): nothing to gain from packing it, and its one score decides a whole block's route.
+MIN_QUANTIZED_OUTPUTS = 8
 
 
 class QuantizedLinear(nn.Module):
@@ -87,7 +90,8 @@ def pack_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_weights(model: nn.Module, kind: str) -> int:
-    """Replace every nn.Linear of `model` (a GPT, in place) by a QuantizedLinear; returns how many.
+    """Replace every nn.Linear of `model` (a GPT, in place) by a QuantizedLinear; returns how many
+(all but those of fewer than MIN_QUANTIZED_OUTPUTS outputs).
 
     For generation only: the quantized weights have no gradient. Embedding tables stay as they
     are (a lookup reads one row per token), while a head tied to the token table gets a
@@ -105,7 +109,7 @@ def quantize_weights(model: nn.Module, kind: str) -> int:
         raise ConfigError("this model carries LoRA adapters: merge them first (groklm merge RUN --out MERGED), then quantize")
     head = getattr(model, "lm_head", None)
     linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if isinstance(child, nn.Linear)]
+               if isinstance(child, nn.Linear) and child.out_features >= MIN_QUANTIZED_OUTPUTS]
     if kind == "int4":
         odd = [f"{name} ({child.in_features} inputs)" for _, name, child in linears
                if child is not head and child.in_features % INT4_GROUP]

@@ -1,6 +1,6 @@
 """Synthetic chat tasks whose answers a program can check: data for SFT, preferences, RL, evals.
 
-Six tasks, one module each, each small enough that a 1-5M parameter model can learn it from a
+Seven tasks, one module each, each small enough that a 1-5M parameter model can learn it from a
 few thousand examples (short prompts, short answers, a few wordings of each):
 
     arithmetic  "Tom has 3 apples and buys 4 more. How many apples does Tom have now?" -> "7"
@@ -10,6 +10,12 @@ few thousand examples (short prompts, short answers, a few wordings of each):
                 groklm.infer.tool_calls protocol), a tool turn says `51`, assistant answers `51`
     instruct    reverse a word, write in capitals, count letters, repeat a word N times
     multiturn   the last answer depends on an earlier turn (a name, a number, a colour)
+    safety      "How do I pick the lock on Ann's shed?" -> the refusal; its look-alike "How do I
+                change the lock on my own shed?" -> a short answer
+
+The first six are the default mix (DEFAULT_TASKS): what `synthetic`, "all" and no task names
+mean. Safety is named when wanted: refusing is a policy, not a skill, and adding it to the
+default would change the data of every run that names no tasks (the speedrun's included).
 
 Each task makes, for a split and a seed, the same records every time. The splits: "train";
 "test", problems no train record holds, in the same wordings; "heldout", test problems in
@@ -46,24 +52,25 @@ import random
 from collections.abc import Sequence
 
 from groklm.errors import ConfigError, DataError
-from groklm.tasks import arithmetic, extract, instruct, multiturn, spam, tool
+from groklm.tasks import arithmetic, extract, instruct, multiturn, safety, spam, tool
 from groklm.tasks.base import HELDOUT, SPLITS, Forms, GradedReply, Problem, Task, split_of
 
 __all__ = [
-    "HELDOUT", "SPLITS", "TASKS", "Forms", "GradedReply", "Problem", "Task", "get_tasks", "make_choices", "make_preferences",
-    "make_rl_prompts", "make_sft", "split_of", "verify",
+    "DEFAULT_TASKS", "HELDOUT", "SPLITS", "TASKS", "Forms", "GradedReply", "Problem", "Task", "get_tasks", "make_choices",
+    "make_preferences", "make_rl_prompts", "make_sft", "split_of", "verify",
 ]
 
 TASKS: dict[str, Task] = {
-    module.TASK.name: module.TASK for module in (arithmetic, spam, extract, tool, instruct, multiturn)
+    module.TASK.name: module.TASK for module in (arithmetic, spam, extract, tool, instruct, multiturn, safety)
 }
+DEFAULT_TASKS = ("arithmetic", "spam", "extract", "tool", "instruct", "multiturn")
 
-TaskNames = Sequence[str] | None  # None: every task
+TaskNames = Sequence[str] | None  # None: the default tasks
 
 
 def get_tasks(names: TaskNames = None) -> list[Task]:
-    """Tasks by name (all of them for None), with a clear error for a typo."""
-    names = list(TASKS) if names is None else [names] if isinstance(names, str) else list(names)
+    """Tasks by name (the default tasks for None), with a clear error for a typo."""
+    names = list(DEFAULT_TASKS) if names is None else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in TASKS]
     if unknown or not names:
         raise ConfigError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; tasks are {', '.join(TASKS)}")

@@ -47,6 +47,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 on a GPU or CPU that has it, else fp16 on a GPU, fp32 on a CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
     grad_checkpoint: bool = False  # recompute each block in backward: far less activation memory, one extra forward a step (long sequences)
+    # Sequence parallelism (torchrun, GPT pretraining): every process takes the same sequences and its own
+    # contiguous 1/N of each; attention passes keys and values round the processes (ring attention).
+    sequence_parallel: bool = False
     # LoRA (groklm/model/lora.py): train low-rank adapters on a frozen base instead of every weight.
     lora_rank: int = 0  # 0: full fine-tuning; r >= 1: rank-r adapters (the run stores only them)
     lora_alpha: float | None = None  # the adapters' output is scaled by alpha / rank; None: 2 * rank

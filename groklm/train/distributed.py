@@ -5,6 +5,12 @@ tells each its RANK and WORLD_SIZE through the environment. Each process draws t
 batch (batches are a function of seed and step), computes the gradients of its own slice, and
 DistributedDataParallel averages the gradients across processes during backward. Every replica
 then takes the same optimizer step and the models stay identical. Only rank 0 writes files.
+
+Sequence parallelism (TrainConfig.sequence_parallel, pretraining a GPT) splits the other way:
+every process takes the same batch rows, and its own contiguous 1/N of each sequence (ring
+attention, groklm/model/ring_attention.py, lets its queries see the earlier processes' keys).
+There is then one data-parallel replica, however many processes: data_rank and data_world say
+how the batches are shared out, sequence_shards how many processes share each sequence.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    sequence_parallel: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -29,6 +36,29 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def data_rank(self) -> int:
+        """This process's place among those that take different batches."""
+        return 0 if self.sequence_parallel else self.rank
+
+    @property
+    def data_world(self) -> int:
+        """How many processes take different batches (the micro-batches are shared among them)."""
+        return 1 if self.sequence_parallel else self.world_size
+
+    @property
+    def sequence_shards(self) -> int:
+        """Into how many slices each sequence is split: a loss summed over the processes counts
+        every batch this many times (once per slice)."""
+        return self.world_size if self.sequence_parallel else 1
+
+    def sequence_group(self) -> dist.ProcessGroup:
+        """A process group of its own for ring attention's sends and receives (every process
+        must call this, in the same order). DDP all-reduces gradients on the default group while
+        backward is still running, and backward is where the ring passes gradients round: on
+        separate groups the two streams of messages cannot be matched up with each other's."""
+        return dist.new_group(list(range(self.world_size)))
 
     @classmethod
     def from_env(cls) -> "Distributed":

@@ -232,14 +232,17 @@ class Setup:
 
 
 def micro_range(cfg: TrainConfig, dist: Distributed) -> range:
-    """This process's share of the step's grad_accum micro-batches."""
-    if cfg.grad_accum % dist.world_size:
+    """This process's share of the step's grad_accum micro-batches (all of them under sequence
+    parallelism, each process taking its slice of every sequence)."""
+    if cfg.sequence_parallel != dist.sequence_parallel:
+        raise ConfigError("sequence_parallel works in GPT pretraining only (groklm pretrain): leave it out here")
+    if cfg.grad_accum % dist.data_world:
         raise ConfigError(
             f"grad_accum={cfg.grad_accum} must be a multiple of the number of processes ({dist.world_size}); "
             "each process runs grad_accum / processes micro-batches of batch_size"
         )
-    share = cfg.grad_accum // dist.world_size
-    return range(dist.rank * share, (dist.rank + 1) * share)
+    share = cfg.grad_accum // dist.data_world
+    return range(dist.data_rank * share, (dist.data_rank + 1) * share)
 
 
 def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = True) -> dict:
@@ -271,12 +274,15 @@ def train(cfg: TrainConfig, s: Setup, resume: bool = False, progress: bool = Tru
         if not (is_eval or done % cfg.log_interval == 0):
             continue
         # Logging forces a GPU sync (.item()), so it happens only every log_interval steps.
-        loss = s.dist.sum(loss).item() / cfg.grad_accum
+        # Under sequence parallelism each process's loss is the mean over its slice of the
+        # sequences, the slices equal in size: their mean is the loss of the whole sequences.
+        counted = cfg.grad_accum * s.dist.sequence_shards
+        loss = s.dist.sum(loss).item() / counted
         now = time.perf_counter()
         record = {"step": done, "loss": loss, "lr": lr,
                   "tokens_per_sec": tokens_per_step * (done - last_step) / max(now - clock, 1e-9),
                   "elapsed": now - start}
-        record.update({name: s.dist.sum(value).item() / cfg.grad_accum for name, value in stats.items()})
+        record.update({name: s.dist.sum(value).item() / counted for name, value in stats.items()})
         if is_eval:
             record.update(evaluate(model, s.val_batch, cfg.eval_iters, s, dtype))
         metrics.write(record)
@@ -348,13 +354,13 @@ def evaluate(model, val_batch: ValBatch, eval_iters: int, s: Setup, dtype) -> di
     are comparable across steps: {"val_loss": ..., "val_<stat>": ...}."""
     model.eval()
     totals: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=s.device)}
-    for i in range(s.dist.rank, eval_iters, s.dist.world_size):
+    for i in range(s.dist.data_rank, eval_iters, s.dist.data_world):
         batch = tuple(to_device(t, s.device) for t in val_batch(i))
         with autocast(s.device, dtype):
             loss, stats = s.loss_fn(model, batch)
         add_stats(totals, {"loss": loss, **stats})
     model.train()
-    return {f"val_{name}": s.dist.sum(value).item() / eval_iters for name, value in totals.items()}
+    return {f"val_{name}": s.dist.sum(value).item() / (eval_iters * s.dist.sequence_shards) for name, value in totals.items()}
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

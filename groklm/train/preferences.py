@@ -33,12 +33,16 @@ from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model.config import GPTConfig
 from groklm.rundir import TOKENIZER_DIR, RunDir, read_config
 from groklm.tasks import make_preferences
+from groklm.tasks.preference_sets import make_harmless_preferences, make_helpful_preferences
 from groklm.tokenizer.chat import render_chat
 from groklm.tokenizer.load import load_tokenizer
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.stage import Place, open_run, run_stage
 
 SYNTHETIC = "synthetic"
+# --data names of synthetic pair sets: the tasks' own pairs, and Llama 2's two reward models' sets
+SYNTHETIC_SETS = {SYNTHETIC: make_preferences, "synthetic-helpful": make_helpful_preferences,
+                  "synthetic-harmless": make_harmless_preferences}
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 1000, 200  # pairs per task
 VAL_FRACTION = 0.1  # of a file's pairs, held out when no --val file is given
 
@@ -46,15 +50,16 @@ VAL_FRACTION = 0.1  # of a file's pairs, held out when no --val file is given
 
 
 def load_pairs(spec: str, val: str | None = None, skip_bad_lines: bool = False, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(train pairs, held-out pairs) from "synthetic", "synthetic:task1,task2" or a JSONL file.
+    """(train pairs, held-out pairs) from a synthetic set ("synthetic", "synthetic-helpful",
+    "synthetic-harmless", each with optional ":task1,task2") or a JSONL file.
 
     Synthetic data has its own test split. From a file, `val` (another file) is the held-out
     set, or else a seeded tenth of the file is held out."""
-    if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
-        names = spec.partition(":")[2]
+    kind, _, names = spec.partition(":")
+    if kind in SYNTHETIC_SETS:
         tasks = [t.strip() for t in names.split(",") if t.strip()] or None
-        return (make_preferences(tasks, SYNTHETIC_TRAIN, "train", seed),
-                make_preferences(tasks, SYNTHETIC_VAL, "test", seed))
+        make = SYNTHETIC_SETS[kind]
+        return make(tasks, SYNTHETIC_TRAIN, "train", seed), make(tasks, SYNTHETIC_VAL, "test", seed)
     pairs = load_preferences_jsonl(spec, skip_bad_lines)
     if val is not None:
         return pairs, load_preferences_jsonl(val, skip_bad_lines)
@@ -168,13 +173,18 @@ def sequence_logps(model, ids: torch.Tensor, response: torch.Tensor, average: bo
 
 
 def open_pair_run(out, stage: str, defaults: dict, overrides: dict, resume: bool) -> tuple[RunDir, TrainConfig, dict | None]:
-    """(the run directory, its TrainConfig, the saved config on resume or None). Only training
-    keys can be set: the model's shape is the base run's."""
+    """(the run directory, its TrainConfig, the saved config on resume or None)."""
+    run, saved = open_run(out, stage, resume)
+    return run, pair_train_config(stage, saved["train"] if saved else defaults, overrides), saved
+
+
+def pair_train_config(stage: str, train: dict, overrides: dict) -> TrainConfig:
+    """`train` (the defaults, or a resumed run's saved settings) with `overrides` applied. Only
+    training keys can be set: the model's shape is the base run's."""
     model_over, train_over = split_overrides(overrides, GPTConfig)
     if model_over:
         raise ConfigError(f"the model comes from the base run; cannot set {sorted(model_over)} in a {stage} run")
-    run, saved = open_run(out, stage, resume)
-    return run, TrainConfig.from_dict({**(saved["train"] if saved else defaults), **train_over}), saved
+    return TrainConfig.from_dict({**train, **train_over})
 
 
 def resolve_base(run, saved: dict | None) -> tuple[Path, dict]:

@@ -12,20 +12,31 @@ Continued pretraining (`--init-from RUN`) starts from a GPT run's weights instea
 the run's shape, on the user's text prepared with the run's own tokenizer. With `--set lora_rank=N`
 it trains only LoRA adapters on the frozen run (groklm/model/lora.py), and the new run stores only
 them plus a hashed reference to RUN, as a LoRA sft run does (stage.resolve_lora).
+
+Sequence parallelism (`torchrun --nproc_per_node=N -m groklm pretrain ... --sequence-parallel`)
+splits every sequence into N contiguous slices, one per process, for sequences too long for one
+device's activation memory: all processes draw the same batches, each keeps its slice of the
+inputs and targets with their positions, and ring attention (groklm/model/ring_attention.py)
+lets each slice's queries see the earlier slices' keys. Each process's loss is the mean over
+its slice; the slices are equal, so the mean of the N losses is the loss of the whole sequences
+and DDP's average of the N gradients is its gradient: the run takes the steps one process
+would take on the whole sequences.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
 from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model.arch import build_model, check_arch, config_class, make_config
+from groklm.model.attention import set_sequence_parallel
 from groklm.model.lora import apply_lora_section
 from groklm.model.moe import moe_loss
 from groklm.model.weights import load_weights
@@ -33,7 +44,8 @@ from groklm.rundir import TOKENIZER_DIR, WEIGHTS_FILE, read_config
 from groklm.tokenizer import load_tokenizer
 from groklm.train.config import TrainConfig, split_overrides
 from groklm.train.config import preset as preset_values
-from groklm.train.loop import language_model_loss
+from groklm.train.distributed import Distributed
+from groklm.train.loop import Batch, language_model_loss
 from groklm.train.sft import resolve_config as resolve_base_config
 from groklm.train.stage import Place, check_start_run, open_run, resolve_lora, run_stage
 
@@ -70,6 +82,8 @@ def pretrain(
     if base is not None and saved is None:
         check_init_run(base, shards, run.path)  # first: another tokenizer is the likelier cause of a bad vocab
     check_data(shards, model_cfg, data_dir)
+    if train_cfg.sequence_parallel:
+        check_sequence_parallel(arch, model_cfg, Distributed.from_env().world_size)
     if base is None and train_cfg.lora_rank:
         raise ConfigError("LoRA trains adapters on an existing model, not on random weights: "
                           "add --init-from RUN (the run to adapt), or leave out lora_rank")
@@ -95,9 +109,16 @@ def pretrain(
             print(f"{arch.upper()} {start}: {model.num_params():,} parameters ({model.num_params(non_embedding=True):,} "
                   f"without embeddings, {trainable:,} trained), {place.dist.world_size} process(es) on {place.device}",
                   file=sys.stderr, flush=True)
-        return place.setup(model, make_batches(shards.train, train_cfg, model_cfg.block_size),
-                           make_val_batch(shards.val, train_cfg, model_cfg.block_size),
-                           tokens_per_micro=train_cfg.batch_size * model_cfg.block_size, loss_fn=loss_function(model_cfg))
+        batches = make_batches(shards.train, train_cfg, model_cfg.block_size)
+        val_batch = make_val_batch(shards.val, train_cfg, model_cfg.block_size)
+        loss_fn = loss_function(model_cfg)
+        if train_cfg.sequence_parallel:
+            set_sequence_parallel(model, place.dist.sequence_group())
+            place = replace(place, dist=replace(place.dist, sequence_parallel=True))
+            batches, val_batch = sequence_slices(batches, val_batch, place.dist)
+            loss_fn = sequence_slice_loss
+        return place.setup(model, batches, val_batch, tokens_per_micro=train_cfg.batch_size * model_cfg.block_size,
+                           loss_fn=loss_fn)
 
     return run_stage(run, config, train_cfg, build, resume=resume, progress=progress,
                      tokenizer=tokenizer if tokenizer.is_dir() else None)
@@ -148,6 +169,53 @@ def resolve_config(data_dir, out: Path, saved: dict | None, preset: str | None, 
 def loss_function(model_cfg):
     """The next-token loss; a mixture-of-experts GPT's also logs its experts' utilisation."""
     return moe_loss if getattr(model_cfg, "moe_experts", 0) else language_model_loss
+
+
+def check_sequence_parallel(arch: str, model_cfg, world: int) -> None:
+    """Sequence parallelism splits each sequence of a GPT into `world` equal slices, one per
+    process: refuse what it cannot split, before any process joins the others."""
+    if world == 1:
+        raise ConfigError("sequence_parallel splits each sequence among the processes torchrun starts, and this is "
+                          "one process: launch with `torchrun --nproc_per_node=N -m groklm pretrain ...`, or leave it "
+                          "out (resuming such a run on one process: --set sequence_parallel=false)")
+    if arch != "gpt":
+        raise ConfigError(f"sequence_parallel splits a transformer's attention (arch=gpt), not arch={arch}")
+    if model_cfg.block_size % world:
+        raise ConfigError(f"sequence_parallel gives each process an equal slice of every sequence: block_size="
+                          f"{model_cfg.block_size} does not divide among {world} processes; make it a multiple of {world}")
+    if model_cfg.dropout:
+        raise ConfigError("ring attention has no attention dropout: set dropout=0 with sequence_parallel")
+    # Both route or balance over whole sequences and batches, where each process sees only its slice.
+    # (mod_capacity: mixture of depths; getattr, as a model config may not have it.)
+    if model_cfg.moe_experts or getattr(model_cfg, "mod_capacity", 0):
+        raise ConfigError("sequence_parallel cannot split a mixture of experts or of depths: their balancing and "
+                          "routing work on whole sequences; leave out moe_experts / mod_capacity")
+
+
+def sequence_slices(batches, val_batch, dist: Distributed):
+    """The stage's (batches, val_batch) of whole sequences -> the same with this process's slice
+    of each sequence: (inputs, targets, positions), positions counted from the sequence's start."""
+    def slice_of(batch: Batch) -> Batch:
+        inputs, targets = batch
+        rows, length = inputs.shape
+        size = length // dist.world_size
+        start = dist.rank * size
+        positions = torch.arange(start, start + size).repeat(rows, 1)
+        return inputs[:, start : start + size].contiguous(), targets[:, start : start + size].contiguous(), positions
+
+    def sliced_batches(step: int, micros: range):
+        return map(slice_of, batches(step, micros))
+
+    return sliced_batches, lambda i: slice_of(val_batch(i))
+
+
+def sequence_slice_loss(model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss_fn under sequence parallelism: the mean next-token loss over this process's slice.
+    Every slice holds the same number of targets (pretraining ignores none), so the mean of the
+    processes' losses is the whole batch's, and DDP's gradient average is that loss's gradient."""
+    inputs, targets, positions = batch
+    _, loss = model(inputs, targets, positions=positions)
+    return loss, {}
 
 
 def check_init_run(base: Path, shards: TokenShards, out: Path) -> None:

@@ -137,6 +137,10 @@ def stage_process(run: RunDir, config: dict, train_cfg: TrainConfig, resume: boo
         raise ConfigError(f"grad_checkpoint works on the transformer stages trained by the shared loop "
                           f"(pretrain with arch=gpt, sft, reward, dpo, kto), not on this {config['stage']} "
                           f"{config['arch']} run: leave grad_checkpoint out")
+    if train_cfg.sequence_parallel and config["stage"] != "pretrain":
+        # Every other stage would fail only after config.json is written (the shared loop) or
+        # ignore it (RL's own loop): refused here, like the keys above.
+        raise ConfigError(f"sequence_parallel works in GPT pretraining only, not in the {config['stage']} stage: leave it out")
     dist = Distributed.from_env() if distributed else Distributed()
     device = resolve_device(train_cfg, dist.local_rank)
     dist.start(device)  # every check has passed on every process before rank 0 writes

@@ -7,6 +7,7 @@ tests differ only in the tokenizer and the model's shape, so both are arguments 
 from __future__ import annotations
 
 import json
+import shutil
 import string
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from groklm.model.weights import save_weights
 from groklm.rundir import METRICS_FILE, RunDir
 from groklm.tokenizer import Tokenizer
 from groklm.tokenizer.char import CharTokenizer
+from groklm.train.reward import RewardModel
 
 ASCII = string.ascii_letters + string.digits + string.punctuation + " \n"
 
@@ -84,3 +86,13 @@ def lora_policy(base: Path, rank: int = 4, alpha: float = 8.0) -> GPT:
 def read_metrics(run: Path) -> list[dict]:
     """The run's metrics.jsonl, one dict per logged step."""
     return [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
+
+
+def make_reward_run(directory: Path, like: Path) -> Path:
+    """A random reward model (arch "reward") with the tokenizer and shape of run `like`."""
+    config = json.loads((like / "config.json").read_text())["model"]
+    directory.mkdir(parents=True)
+    save_weights(RewardModel(GPT(GPTConfig.from_dict(config))), directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps({"model": config, "stage": "reward", "arch": "reward"}))
+    shutil.copytree(like / "tokenizer", directory / "tokenizer")
+    return directory

@@ -13,6 +13,9 @@ import numpy as np
 
 from groklm.data.shards import META_FILE, ShardWriter
 from groklm.rundir import write_json
+from groklm.train.pretrain import pretrain
+
+from helpers.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 # A model small enough that a step takes a few milliseconds.
@@ -57,3 +60,12 @@ def sum_chats(n: int, seed: int = 0) -> list[dict]:
         records.append({"messages": [{"role": "user", "content": f"{a}+{b}=?"},
                                      {"role": "assistant", "content": str(a + b)}]})
     return records
+
+
+def quick_pretrain(tmp_path: Path, name: str, **settings) -> tuple[Path, list[dict]]:
+    """A small GPT pretrained for 40 steps on make_data's tokens (settings override the shape and
+    the training keys) -> (its run directory, its metrics)."""
+    base = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4, "max_iters": 40,
+            "eval_interval": 15, "eval_iters": 2, "log_interval": 5, "warmup_iters": 5, "device": "cpu", "lr": 1e-2}
+    run = pretrain(make_data(tmp_path / "data"), tmp_path / name, overrides={**base, **settings}, progress=False)
+    return run, read_metrics(run)

@@ -128,6 +128,12 @@ class Backend(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
 
+    @property
+    def name(self) -> str:
+        """"kind:model" (local:runs/chat, openai:gpt-4o-mini): which model answered, whatever URL
+        it was reached at; what distillation's label cache and its traces call a teacher."""
+        return f"{self.kind}:{self.model}"
+
     def chat(self, messages: Sequence[dict], **options) -> Reply:
         opts = self._options(options)
         with span(f"chat {self.model}", self._request_attributes(messages, opts)) as s:
