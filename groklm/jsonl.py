@@ -16,7 +16,9 @@ caches, metrics.jsonl) goes through `read_jsonl`, so all of them agree on what a
       [] for a file with no records instead).
 
 `write_jsonl` writes atomically (a temporary file renamed into place), so an interrupted run
-never leaves half a file.
+never leaves half a file. `appending_jsonl` is for a cache filled record by record (distillation's
+teacher labels, rephrased chunks): each record is flushed as it is written, so a killed run
+keeps every record before the one it was writing; read the cache back with skip_bad_lines=True.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from groklm.errors import DataError
@@ -98,3 +101,27 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+@contextmanager
+def appending_jsonl(path: str | os.PathLike) -> Iterator[Callable[[dict], None]]:
+    """`with appending_jsonl(path) as append: append(record)`: each record is one line, flushed
+    at once. A last line cut short by a killed run is ended first, so the next record starts
+    a line of its own (the cut line stays one bad line that readers skip)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        if handle.tell() and _last_byte(path) != b"\n":
+            handle.write(b"\n")
+
+        def append(record: dict) -> None:
+            handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            handle.flush()
+
+        yield append
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)

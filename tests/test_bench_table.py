@@ -14,8 +14,11 @@ from groklm.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 # Scripts in benchmarks/ that are no row of the table: no peer to hold a ratio against (growth's
 # curves, schemas' valid rates, LoRA against full fine-tuning, LoRA's before/after, SPIN's and the
-# two reward models' iterations against their own starting model, from a speedrun's runs), and bench itself.
-NOT_ROWS = {"bench", "growth", "schemas", "finetune", "lora_real_model", "spin", "two_reward_models"}
+# two reward models' iterations against their own starting model, from a speedrun's runs; data
+# cleaning's throughput and raw-vs-clean loss; rephrasing; the tokenizers' cost per language; the
+# reranker against its own first stage, seconds a query on a CPU), and bench itself.
+NOT_ROWS = {"bench", "growth", "schemas", "finetune", "lora_real_model", "spin", "two_reward_models", "data_clean",
+            "rephrase", "tokenizer_languages", "rerank"}
 
 
 def load_bench():

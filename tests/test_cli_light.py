@@ -46,6 +46,13 @@ def test_help_imports_no_torch():
     assert not heavy
 
 
+def test_agent_help_imports_no_torch():
+    """The tools that act add flags, not imports: groklm.apps.actions loads when the agent runs."""
+    done, heavy = heavy_imports("agent", "--help")
+    assert done.returncode == 0 and "--enable TOOL,..." in done.stdout and "--allow-recipient" in done.stdout
+    assert not heavy
+
+
 @pytest.fixture
 def tokenizer_dir(tmp_path):
     Tokenizer.train(["the cat sat on the mat. " * 50], 268, progress=False).save(tmp_path / "tok")
@@ -74,7 +81,7 @@ def test_every_command_has_help():
 
 def test_choices_written_out_in_the_cli_match_the_library():
     """The CLI names a few library constants without importing their (heavy) modules."""
-    from groklm.apps import distill
+    from groklm.apps import actions, distill
     from groklm.apps.rag.retrieve import MODES
     from groklm.experiments.compare import DEFAULT_MODELS, MODELS
     from groklm.infer.chat import HELP
@@ -83,5 +90,6 @@ def test_choices_written_out_in_the_cli_match_the_library():
     assert train_cli.DPO_LOSSES == LOSSES
     assert rag_cli.MODES == MODES
     assert chat_cli.CHAT_HELP == HELP
+    assert apps_cli.ACTIONS == actions.ACTIONS
     assert apps_cli.DISTILL_STUDENTS == distill.STUDENTS and apps_cli.DISTILL_LABELS_FILE == distill.LABELS_FILE
     assert f"from {', '.join(MODELS)} (default {DEFAULT_MODELS})" in experiments_cli.COMPARE_MODELS_HELP

@@ -21,7 +21,6 @@ sense available without human labels. The report also times both on the same hel
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
@@ -41,7 +40,7 @@ from groklm.apps.backends import load_backend
 from groklm.apps.rag.embed import default_model_dir, mean_pool, pad
 from groklm.apps.structured import classify
 from groklm.errors import CheckpointError, ConfigError, DataError
-from groklm.jsonl import read_jsonl
+from groklm.jsonl import appending_jsonl, read_jsonl
 from groklm.model.encoder import Encoder, EncoderConfig
 from groklm.model.weights import load_weights
 from groklm.rundir import CHECKPOINT_DIR, WEIGHTS_FILE, RunDir, read_config, write_json
@@ -126,13 +125,11 @@ def teacher_labels(backend, name: str, texts: list[str], labels: list[str], cach
     known = read_cache(cache, asked)
     missing = [text for text in texts if text not in known]
     if missing:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache, "a", encoding="utf-8") as handle:
+        with appending_jsonl(cache) as append:  # each answer is kept even if the run dies on the next one
             for text in tqdm(missing, desc="teacher labels", unit="text", disable=not progress, dynamic_ncols=True):
                 result = classify(backend, text, labels, instructions)
                 record = {**asked, "text": text, "label": result.label, "confidence": result.confidence}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.flush()  # each answer is kept even if the run dies on the next one
+                append(record)
                 known[text] = record
     return {text: known[text] for text in texts}
 

@@ -48,6 +48,7 @@ def register(subparsers) -> None:
     agent.add_argument("--max-tokens", type=int, default=256, help="longest model turn in tokens (default 256)")
     agent.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
     agent.add_argument("--json", action="store_true", help="print the whole result (steps, messages) as JSON at the end")
+    add_action_arguments(agent)
     agent.set_defaults(func=run_agent)
 
     evals = subparsers.add_parser(
@@ -92,6 +93,60 @@ def import_object(spec: str):
 # ---- agent ---------------------------------------------------------------------------------------
 
 
+ACTIONS = ("email", "shell", "web_search", "fetch")  # groklm.apps.actions.ACTIONS (not imported: keep --help light)
+
+
+def add_action_arguments(agent: argparse.ArgumentParser) -> None:
+    """The tools that act (groklm.apps.actions): off unless enabled, each action confirmed unless --yes."""
+    group = agent.add_argument_group(
+        "tools that act", "Off unless named in --enable. Each email, shell run and fetch is shown and asked for "
+        "on the terminal (refused without one) unless --yes; the allow-lists hold even with --yes.")
+    group.add_argument("--enable", action="append", default=[], metavar="TOOL,...", help=f"enable tools: {', '.join(ACTIONS)}")
+    group.add_argument("--yes", action="store_true", help="do every allowed action without asking")
+    group.add_argument("--allow-recipient", action="append", default=[], metavar="ADDR",
+                       help="email: an allowed recipient, a@b.c or @b.c for a domain (repeatable, or comma-separated)")
+    group.add_argument("--smtp", metavar="HOST[:PORT]", help="email: the SMTP server (login from $GROKLM_SMTP_USER and "
+                       "$GROKLM_SMTP_PASSWORD)")
+    group.add_argument("--smtp-starttls", action="store_true", help="email: STARTTLS before sending")
+    group.add_argument("--email-from", metavar="ADDR", help="email: the sender's address")
+    group.add_argument("--allow-program", action="append", default=[], metavar="NAME",
+                       help="shell: an allowed program (repeatable, or comma-separated)")
+    group.add_argument("--workdir", default=".", metavar="DIR", help="shell: the directory programs run in (default .)")
+    group.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                       help="fetch: an allowed host name (repeatable, or comma-separated)")
+    group.add_argument("--search-index", metavar="INDEX", help="web_search: the RAG index it searches (default --rag)")
+    group.add_argument("--action-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds an email, program or fetch may take (default 10)")
+
+
+def split_list(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def action_policy(args: argparse.Namespace):
+    """The ActionPolicy the flags describe; a setting for a tool that is not enabled is ignored."""
+    from groklm.apps import actions
+
+    enabled = split_list(args.enable)
+    email = shell = fetch = search = None
+    if "email" in enabled:
+        if not args.smtp or not args.email_from:
+            raise ConfigError("--enable email needs --smtp HOST[:PORT] and --email-from ADDR")
+        host, _, port = args.smtp.partition(":")
+        if not host or not (port or "25").isdigit():
+            raise ConfigError(f"--smtp {args.smtp!r} must be HOST or HOST:PORT")
+        email = actions.EmailSettings(host, args.email_from, split_list(args.allow_recipient), port=int(port or 25),
+                                      starttls=args.smtp_starttls, timeout=args.action_timeout)
+    if "shell" in enabled:
+        shell = actions.ShellSettings(split_list(args.allow_program), args.workdir, timeout=args.action_timeout)
+    if "fetch" in enabled:
+        fetch = actions.FetchSettings(split_list(args.allow_host), timeout=args.action_timeout)
+    if "web_search" in enabled and (args.search_index or args.rag):
+        search = actions.index_search(args.search_index or args.rag)
+    confirm = (lambda action: True) if args.yes else actions.ask_on_terminal
+    return actions.ActionPolicy(enabled, email=email, shell=shell, fetch=fetch, search=search, confirm=confirm)
+
+
 def run_agent(args: argparse.Namespace) -> None:
     from groklm.apps.agent import Agent
     from groklm.apps.backends import load_backend
@@ -101,6 +156,7 @@ def run_agent(args: argparse.Namespace) -> None:
     tools += [import_object(spec) for spec in args.tool]
     if args.rag:
         tools.append(search_tool(args.rag))
+    tools += action_policy(args).tools()
     agent = Agent(load_backend(args.backend), tools, mode=args.mode, max_steps=args.max_steps, max_time=args.max_time,
                   system=args.system, max_tokens=args.max_tokens, temperature=args.temperature)
     print(f"agent ({agent.mode}) on {agent.backend.model}; tools: {', '.join(agent.tools) or '(none)'}", file=sys.stderr)

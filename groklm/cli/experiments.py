@@ -1,5 +1,6 @@
-"""The experiments from the shell: `groklm speedrun` (the main job) and `groklm compare`
-(GPT, RNN, LSTM, GRU, MoE, Mamba, RWKV and a Jamba-style hybrid at equal parameters and seconds)."""
+"""The experiments from the shell: `groklm speedrun` (the main job), `groklm compare`
+(GPT, RNN, LSTM, GRU, MoE, Mamba, RWKV and a Jamba-style hybrid at equal parameters and seconds)
+and `groklm scaling` (a scaling law fitted to a grid of sizes and token counts)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ COMPARE_MODELS_HELP = "comma-separated, from gpt, rnn, lstm, gru, moe, mod, mamb
 def register(subparsers) -> None:
     register_speedrun(subparsers)
     register_compare(subparsers)
+    register_scaling(subparsers)
 
 
 # ---- speedrun -------------------------------------------------------------------------------
@@ -106,6 +108,49 @@ def run_compare(args: argparse.Namespace) -> None:
     print(f"\n{report['verdict']}")
     if report["crossover_sentence"]:
         print(report["crossover_sentence"])
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+# ---- scaling --------------------------------------------------------------------------------
+
+
+def register_scaling(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "scaling",
+        help="a grid of GPT sizes x token counts in a time budget: fit L(N, D), predict the compute-optimal size",
+        description="Train GPTs of several sizes (non-embedding parameters N) for several token counts D "
+        "within --budget minutes, fit L(N, D) = E + A/N^alpha + B/D^beta, train the compute-optimal size "
+        "it predicts and measure it, and train one size on the same tokens repeated 1, 2, 4, ... times. "
+        "Writes OUT/report.md, OUT/report.json and plots; runs go to OUT/runs/.",
+    )
+    parser.add_argument("--data", required=True, metavar="DIR", help="prepared data (`groklm data prepare`)")
+    parser.add_argument("--budget", required=True, type=float, metavar="MINUTES", help="wall-clock minutes for all the runs")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--sizes", metavar="N1,N2,...",
+                        help="non-embedding parameter counts (default 10000,25000,60000,150000,400000: a CPU's)")
+    parser.add_argument("--repeats", metavar="R1,R2,...", help="times the data is repeated (default 1,2,4,8,16)")
+    parser.add_argument("--predict-compute", type=float, metavar="FLOPS",
+                        help="compute (6 N D) of the compute-optimal run (default: 4x the grid's largest run)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every run (e.g. lr=3e-3 batch_size=32), or block_size")
+    parser.add_argument("--force", action="store_true", help="replace an earlier study in OUT")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_scaling)
+
+
+def run_scaling(args: argparse.Namespace) -> None:
+    from groklm.experiments.scaling import scaling
+
+    sizes = None if args.sizes is None else [int(n) for n in parse_numbers(args.sizes, "--sizes")]
+    repeats = None if args.repeats is None else [int(r) for r in parse_numbers(args.repeats, "--repeats")]
+    report = scaling(args.data, args.budget, args.out, sizes, repeats, args.predict_compute,
+                     parse_set_args(args.overrides), args.force, not args.no_progress)
+    law, optimal = report["law"], report["compute_optimal"]
+    print(f"L(N, D) = {law['E']:.3f} + {law['A']:.4g}/N^{law['alpha']:.3f} + {law['B']:.4g}/D^{law['beta']:.3f} "
+          f"(RMSE {law['rmse']:.4f} nats over {len(report['runs'])} runs)")
+    print(f"compute-optimal at {optimal['compute']:.3g} FLOPs: N = {optimal['N']:,.0f}, D = {optimal['D']:,.0f}, "
+          f"predicted {optimal['loss']:.4f}; " + (f"measured {optimal['measured']:.4f}" if optimal["trained"] else optimal["note"]))
+    print("val loss by repeats: " + ", ".join(f"r={p['repeats']}: {p['val_loss']:.4f}" for p in report["repetition"]["points"]))
     print(f"report: {Path(args.out) / 'report.md'}")
 
 

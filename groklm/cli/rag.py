@@ -4,6 +4,7 @@
     groklm rag search idx "how do I resume training?" --k 5 --mode hybrid --json
     groklm rag eval idx --queries queries.jsonl --json  # dense vs bm25 vs hybrid
     groklm rag ask idx "how do I resume training?" --backend local:runs/chat
+    groklm rag eval idx --queries q.jsonl --rerank backend:local:runs/chat --rewrite local:runs/chat
     groklm rag remove idx docs/old.md
 """
 
@@ -19,6 +20,7 @@ from groklm.errors import ConfigError, DataError
 # The --mode choices, as groklm.apps.rag.retrieve.MODES (not imported: numpy);
 # tests/test_cli_light.py checks that they agree.
 MODES = ("dense", "bm25", "hybrid")
+RERANK_DEPTH = 30  # as groklm.apps.rag.rerank.RERANK_DEPTH (not imported: torch); tests/test_rag_rerank.py checks
 MAX_FILE_MB = 10.0  # as groklm.apps.rag.load.MAX_FILE_MB (not imported: pypdf); tests/test_hostile_files.py checks
 
 
@@ -59,11 +61,13 @@ def register(subparsers) -> None:
     evaluate = actions.add_parser(
         "eval",
         help="recall@k, MRR@10 and nDCG@10 of dense, bm25 and hybrid retrieval",
-        description='QUERIES is JSONL: {"query": "...", "relevant": [chunk ids or files]} per line.',
+        description='QUERIES is JSONL: {"query": "...", "relevant": [chunk ids or files]} per line. '
+        "With --rerank and/or --rewrite, hybrid retrieval is measured again with each, with the time per query.",
     )
     evaluate.add_argument("index", type=Path, metavar="INDEX")
     evaluate.add_argument("--queries", required=True, type=Path, metavar="FILE.jsonl")
     evaluate.add_argument("--k", type=int, default=10, help="k of recall@k (default 10)")
+    add_stage_options(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(func=run_eval)
@@ -97,7 +101,36 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                         help="keep chunks whose metadata KEY equals VALUE (page=3, headings=Install, format=pdf), "
                         "or source=GLOB; repeat to combine")
     parser.add_argument("--approximate", action="store_true", help="approximate dense search (FAISS IVF): for millions of chunks")
+    add_stage_options(parser)
     parser.add_argument("--device", default="cpu")
+
+
+def add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """The second stage of retrieval (groklm.apps.rag.rerank)."""
+    parser.add_argument("--rerank", metavar="SPEC", default=None,
+                        help="re-score the first stage's top hits: cross-encoder:DIR (a BERT cross-encoder) or "
+                        "backend:BACKEND_SPEC (a chat model judging yes/no, e.g. backend:local:RUN_DIR)")
+    parser.add_argument("--rerank-depth", type=int, default=RERANK_DEPTH, metavar="N",
+                        help=f"how many first-stage hits --rerank re-scores (default {RERANK_DEPTH})")
+    parser.add_argument("--rewrite", metavar="BACKEND", default=None,
+                        help="have this model rewrite the query for search (local:RUN_DIR, hf:DIR, openai:URL#MODEL); "
+                        "its queries and the original are fused")
+    parser.add_argument("--rewrite-variants", type=int, default=0, metavar="N",
+                        help="with --rewrite, also N differently worded queries (default 0)")
+
+
+def stage_options(args: argparse.Namespace) -> dict:
+    """search()'s rewrite, reranker and rerank_depth from the command line."""
+    from groklm.apps.backends import load_backend
+    from groklm.apps.rag.rerank import Rewriter, load_reranker
+
+    if args.rerank_depth < 1:
+        raise ConfigError(f"--rerank-depth must be >= 1, got {args.rerank_depth}")
+    if args.rewrite_variants and not args.rewrite:
+        raise ConfigError("--rewrite-variants needs --rewrite BACKEND")
+    return {"rewrite": Rewriter(load_backend(args.rewrite), args.rewrite_variants) if args.rewrite else None,
+            "reranker": load_reranker(args.rerank, args.device) if args.rerank else None,
+            "rerank_depth": args.rerank_depth}
 
 
 def parse_filters(items: list[str]) -> dict:
@@ -157,8 +190,9 @@ def run_index(args: argparse.Namespace) -> None:
 def run_search(args: argparse.Namespace) -> None:
     from groklm.apps.rag.retrieve import search
 
+    stages = stage_options(args)
     index = open_index(args.index, args.device)
-    hits = search(index, args.query, args.k, args.mode, parse_filters(args.filter), args.approximate)
+    hits = search(index, args.query, args.k, args.mode, parse_filters(args.filter), args.approximate, **stages)
     for rank, hit in enumerate(hits, start=1):
         if args.json:
             print(json.dumps({"rank": rank, **hit.to_dict()}, ensure_ascii=False))
@@ -174,9 +208,10 @@ def run_search(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> None:
     from groklm.apps.rag.evaluate import absent_entries, evaluate, read_queries
 
+    stages = stage_options(args)
     index = open_index(args.index, args.device)
     queries = read_queries(args.queries, index)
-    results = evaluate(index, queries, args.k)
+    results = evaluate(index, queries, args.k, latency=True, **stages)
     absent = absent_entries(queries)
     if args.json:
         print(json.dumps({"queries": len(queries), "chunks": len(index), "absent": len(absent), **results}))
@@ -186,19 +221,22 @@ def run_eval(args: argparse.Namespace) -> None:
         print(f"note: {len(absent)} relevant document(s) are not in the index and count as misses: {shown}",
               file=sys.stderr)
     names = list(next(iter(results.values())))
-    print(f"{len(queries)} queries over {len(index)} chunks\n{'mode':8}" + "".join(f"{n:>11}" for n in names))
+    width = max(map(len, results)) + 2
+    print(f"{len(queries)} queries over {len(index)} chunks\n{'mode':{width}}" + "".join(f"{n:>13}" for n in names))
     for mode, metrics in results.items():
-        print(f"{mode:8}" + "".join(f"{metrics[n]:>11.4f}" for n in names))
+        print(f"{mode:{width}}" + "".join(f"{metrics[n]:>13.4f}" for n in names))
 
 
 def run_ask(args: argparse.Namespace) -> None:
     from groklm.apps.backends import load_backend
     from groklm.apps.rag.grounded import answer
 
+    stages = stage_options(args)
     index = open_index(args.index, args.device)
     backend = load_backend(args.backend)
     result = answer(args.question, index, backend, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
-                    budget_tokens=args.budget, filters=parse_filters(args.filter), max_tokens=args.max_tokens)
+                    budget_tokens=args.budget, filters=parse_filters(args.filter), max_tokens=args.max_tokens,
+                    **stages)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return

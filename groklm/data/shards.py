@@ -18,13 +18,15 @@ sampler state: any process can recompute any step's batch.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from groklm.data.sources import iter_documents, resolve
+from groklm.data.clean import REMOVED_DIR, CleanConfig, Cleaner, read_documents
+from groklm.data.manifest import MANIFEST_FILE, describe_sources, parse_licenses, write_manifest
+from groklm.data.sources import resolve
 from groklm.errors import ConfigError, DataError, GroklmError, TokenizerError
 from groklm.rundir import TOKENIZER_DIR, read_json, write_json
 from groklm.tokenizer import CharTokenizer, load_tokenizer
@@ -129,41 +131,55 @@ def prepare(
     val_fraction: float = 0.1,
     shakespeare_path: str | os.PathLike | None = None,
     progress: bool = True,
+    cleaning: CleanConfig | None = None,
+    licenses: list[str] | tuple[str, ...] = (),
+    split_paragraphs: bool = False,
 ) -> dict:
-    """Encode SOURCEs into DATA/{train,val}.bin + meta.json + tokenizer/; returns the meta.
+    """Encode SOURCEs into DATA/{train,val}.bin + meta.json + tokenizer/ + manifest.json; returns the meta.
 
     `tokenizer` is a tokenizer directory (or file), or "char" to fit a character tokenizer to the text.
     Documents are separated by the end-of-text token, so the model learns where texts end and
     never mistakes the start of one file for the continuation of another. Validation is the
     last `val_fraction` of the token stream: held out from training, and (for a single
     document) later text than anything trained on.
+
+    Documents are read as data/clean.py says (a .jsonl file: one per record's "text"; with
+    `split_paragraphs`, one per paragraph) and, with `cleaning`, pass its rules first (removed
+    samples go to DATA/removed/). manifest.json records every source's origin, sha256 and
+    licence (`licenses`: --license values, see data/manifest.py) and what cleaning removed.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if not sources:
         raise DataError("no SOURCE given: name files, directories, `pystdlib` or `shakespeare`")
     resolved = [resolve(spec, shakespeare_path) for spec in sources]
-    tok = _tokenizer_for(tokenizer, resolved)
+    licence_of = parse_licenses(list(licenses), sources)
+    tok = _tokenizer_for(tokenizer, resolved, split_paragraphs)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # a half-written directory must not look prepared
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # nor keep an earlier preparation's account
+    shutil.rmtree(out / REMOVED_DIR, ignore_errors=True)
+    entries = describe_sources(resolved, licence_of)
     writer = ShardWriter(out, dtype_for_vocab(tok.vocab_size))
-    total_bytes = sum(f.stat().st_size for source in resolved for f in source.files)
+    cleaner = Cleaner(cleaning)  # without cleaning it removes nothing and counts for the manifest
     documents = 0
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="encoding", disable=not progress) as bar:
-        for batch in _chunks(iter_documents(resolved), ENCODE_BATCH):
-            for (path, _), ids in zip(batch, tok.encode_batch([text for _, text in batch])):
-                if documents:
-                    writer.write([tok.eot_id])
-                writer.write(ids)
-                documents += 1
-                bar.update(path.stat().st_size)
+    for batch in _chunks(cleaner.clean(read_documents(resolved, split_paragraphs, progress)), ENCODE_BATCH):
+        for ids in tok.encode_batch([document.text for document in batch]):
+            if documents:
+                writer.write([tok.eot_id])
+            writer.write(ids)
+            documents += 1
     n_train, n_val = writer.finish(val_fraction)
     if documents == 0:
-        raise DataError(f"no text found in {', '.join(sources)} (empty or binary files only)")
+        read = cleaner.totals().documents_in
+        raise DataError(f"cleaning removed all {read} documents of {', '.join(sources)}" if read
+                        else f"no text found in {', '.join(sources)} (empty or binary files only)")
 
     tok.save(out / TOKENIZER_DIR)
+    cleaner.write_samples(out)
+    write_manifest(out, cleaner.manifest(entries, split_paragraphs))
     meta = {
         "vocab_size": tok.vocab_size,
         "dtype": writer.dtype.name,
@@ -179,10 +195,11 @@ def prepare(
     return meta
 
 
-def _tokenizer_for(spec: str, sources):
-    """Load the tokenizer at `spec`, or fit a character tokenizer when spec is "char"."""
+def _tokenizer_for(spec: str, sources, split_paragraphs: bool = False):
+    """Load the tokenizer at `spec`, or fit a character tokenizer when spec is "char" (to
+    the documents before cleaning: a few spare characters cost nothing)."""
     if spec == "char":
-        return CharTokenizer.train(text for _, text in iter_documents(sources))
+        return CharTokenizer.train(document.text for document in read_documents(sources, split_paragraphs))
     if not Path(spec).exists():
         raise TokenizerError(
             f"tokenizer {spec} does not exist; train one with `groklm tokenizer train`, or pass --tokenizer char"

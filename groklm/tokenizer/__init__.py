@@ -1,6 +1,6 @@
 """Tokenization: byte-level BPE (`Tokenizer`), a character vocabulary (`CharTokenizer`),
-SentencePiece-style BPE for imported models (`MetaspaceTokenizer`), and `load_tokenizer(dir)`
-for any of them. See docs/guide.md, "Tokenization"."""
+SentencePiece-style BPE for imported models (`MetaspaceTokenizer`), SentencePiece's other model
+(`UnigramTokenizer`), and `load_tokenizer(dir)` for any of them. See docs/guide.md, "Tokenization"."""
 
 from groklm.tokenizer.base import (
     DEFAULT_SPECIAL_TOKENS,
@@ -15,6 +15,7 @@ from groklm.tokenizer.bpe import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, SMOLLM_PA
 from groklm.tokenizer.char import CharTokenizer
 from groklm.tokenizer.load import load_tokenizer
 from groklm.tokenizer.metaspace import MetaspaceTokenizer
+from groklm.tokenizer.unigram import UnigramTokenizer
 
 __all__ = [
     "BaseTokenizer",
@@ -31,5 +32,6 @@ __all__ = [
     "SMOLLM_PATTERN",
     "StreamDecoder",
     "Tokenizer",
+    "UnigramTokenizer",
     "load_tokenizer",
 ]

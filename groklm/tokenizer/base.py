@@ -282,6 +282,18 @@ def check_new_specials(special_tokens: Iterable[str] | None) -> list[str]:
     return list(dict.fromkeys([*DEFAULT_SPECIAL_TOKENS, *extra]))
 
 
+def ids_for_learning(vocab_size, n_special: int, what: str, minimum: int) -> int:
+    """The ids a trainer may learn (vocab_size - 256 byte tokens - the special tokens), or a
+    TokenizerError when vocab_size is not an integer or leaves fewer than `minimum`."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TokenizerError(f"vocab size must be an integer, not {vocab_size!r}")
+    left = vocab_size - 256 - n_special
+    if left < minimum:
+        raise TokenizerError(f"vocab size {vocab_size} is too small: {what} needs 256 byte tokens + {n_special} "
+                             f"special tokens = {256 + n_special} ids" + (f" and at least {minimum} more" if minimum else ""))
+    return left
+
+
 class SpecialSplitter:
     """Cuts text at occurrences of allowed special tokens (the longest match wins), one compiled
     regex per set of allowed tokens."""

@@ -38,6 +38,7 @@ from groklm.tokenizer.base import (
     check_new_specials,
     check_special_tokens,
     decode_with_table,
+    ids_for_learning,
     is_id,
     table_lookup,
 )
@@ -188,6 +189,7 @@ class Tokenizer(BaseTokenizer):
         min_frequency: int = 2,
         progress: bool = False,
         errors: str = "strict",
+        chunk_counts: dict[str, int] | None = None,
     ) -> Tokenizer:
         """Learn a BPE from `inputs`, streamed in blocks.
 
@@ -197,19 +199,16 @@ class Tokenizer(BaseTokenizer):
         special_tokens: extra special tokens after `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`.
             Their text is cut out of the corpus before counting.
         errors: "strict" (non-UTF-8 file -> DataError) or "replace" (U+FFFD, with a warning).
+        chunk_counts: chunks already counted with `pattern` (e.g. balance.balanced_chunk_counts);
+            `inputs` is then not read.
         """
         names = check_new_specials(special_tokens)
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TokenizerError(f"vocab size must be an integer, not {vocab_size!r}")
-        num_merges = vocab_size - 256 - len(names)
-        if num_merges < 0:
-            raise TokenizerError(
-                f"vocab size {vocab_size} is too small: a byte-level BPE needs 256 byte tokens + "
-                f"{len(names)} special tokens = {256 + len(names)} ids before any merge"
-            )
+        num_merges = ids_for_learning(vocab_size, len(names), "a byte-level BPE", minimum=0)
         pattern_str = resolve_pattern(pattern)
-        with tqdm(total=total_bytes(inputs), unit="B", unit_scale=True, desc="counting chunks", disable=not progress) as bar:
-            counts = count_chunks(iter_texts(inputs, errors), pattern_str, names, bar if progress else None)
+        counts = chunk_counts
+        if counts is None:
+            with tqdm(total=total_bytes(inputs), unit="B", unit_scale=True, desc="counting chunks", disable=not progress) as bar:
+                counts = count_chunks(iter_texts(inputs, errors), pattern_str, names, bar if progress else None)
         with tqdm(total=num_merges, unit="merge", desc="merging", disable=not progress) as bar:
             merges = train_merges(counts, num_merges, min_frequency, bar if progress else None)
         if len(merges) < num_merges:

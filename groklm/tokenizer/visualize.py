@@ -1,8 +1,12 @@
-"""Seeing tokens: coloured token boundaries, and compression statistics per file."""
+"""Seeing tokens: coloured token boundaries, and what each file costs under several tokenizers
+(a table, and a bar plot)."""
 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
+
+import regex
 
 from groklm.tokenizer.base import BaseTokenizer
 
@@ -82,37 +86,66 @@ def render_tokens(tokenizer: BaseTokenizer, ids: list[int], color: bool = True) 
     return f"{body}\n{' '.join(labels)}\n"
 
 
-def text_stats(tokenizer: BaseTokenizer, text: str) -> dict:
-    """How well `tokenizer` compresses `text`: bytes per token and tokens per word (higher
-    bytes/token and lower tokens/word mean cheaper text for a model)."""
+# A word: a run of non-space characters, except that in scripts written without spaces (Chinese
+# characters, Japanese kana) every character counts as a word of its own.
+_NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}"
+WORD = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}]+")
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated words, each Chinese character or Japanese kana counted as one (see `WORD`)."""
+    return sum(1 for _ in WORD.finditer(text))
+
+
+def text_stats(encode: Callable[[str], list[int]], text: str) -> dict:
+    """What `text` costs under a tokenizer (`encode` is its text -> ids): tokens per byte and per
+    word (fewer is cheaper for a model), and bytes per token."""
     n_bytes = len(text.encode("utf-8"))
-    n_words = len(text.split())
-    n_tokens = len(tokenizer.encode(text))
+    n_words = count_words(text)
+    n_tokens = len(encode(text))
     return {
         "bytes": n_bytes,
+        "chars": len(text),
         "words": n_words,
         "tokens": n_tokens,
+        "tokens_per_byte": round(n_tokens / n_bytes, 4) if n_bytes else 0.0,
         "bytes_per_token": round(n_bytes / n_tokens, 3) if n_tokens else 0.0,
         "tokens_per_word": round(n_tokens / n_words, 3) if n_words else 0.0,
     }
 
 
+def add_relative_costs(rows: list[dict], reference: int) -> None:
+    """Give each tokenizer's stats of each file a `relative_cost`: its tokens over the tokens the
+    same tokenizer gives the reference file (`rows[reference]`). On texts that say the same thing
+    in each language, this is what a language pays for the same content."""
+    base = [stats["tokens"] for stats in rows[reference]["tokenizers"]]
+    for row in rows:
+        for stats, tokens in zip(row["tokenizers"], base):
+            stats["relative_cost"] = round(stats["tokens"] / tokens, 3) if tokens else 0.0
+
+
 def stats_table(rows: list[dict], tokenizer_names: list[str]) -> str:
-    """A plain-text table: one row per file, one column group per tokenizer."""
+    """A plain-text table: one row per file, one column group per tokenizer (with `relative_cost`
+    when `add_relative_costs` set it)."""
+    relative = "relative_cost" in rows[0]["tokenizers"][0]
     header = ["file", "bytes", "words"]
     for k in range(len(tokenizer_names)):
         tag = f"[{k + 1}]"
-        header += [f"tokens{tag}", f"bytes/tok{tag}", f"tok/word{tag}"]
-    if len(tokenizer_names) > 1:
-        header.append("tokens[2]/[1]")
+        header += [f"tokens{tag}", f"tok/byte{tag}", f"bytes/tok{tag}", f"tok/word{tag}"]
+        if relative:
+            header.append(f"cost{tag}")
     table = [header]
     for row in rows:
         line = [row["file"], str(row["bytes"]), str(row["words"])]
         for stats in row["tokenizers"]:
-            line += [str(stats["tokens"]), f"{stats['bytes_per_token']:.2f}", f"{stats['tokens_per_word']:.2f}"]
-        if len(tokenizer_names) > 1:
-            first, second = row["tokenizers"][0]["tokens"], row["tokenizers"][1]["tokens"]
-            line.append(f"{second / first:.2f}x" if first else "-")
+            line += [
+                str(stats["tokens"]),
+                f"{stats['tokens_per_byte']:.3f}",
+                f"{stats['bytes_per_token']:.2f}",
+                f"{stats['tokens_per_word']:.2f}",
+            ]
+            if relative:
+                line.append(f"{stats['relative_cost']:.2f}x")
         table.append(line)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     out = [
@@ -120,4 +153,6 @@ def stats_table(rows: list[dict], tokenizer_names: list[str]) -> str:
         for r in table
     ]
     legend = [f"[{k + 1}] {name}" for k, name in enumerate(tokenizer_names)]
+    if relative:
+        legend.append("cost: tokens relative to the reference file, for the same tokenizer")
     return "\n".join(out + [""] + legend) + "\n"

@@ -43,6 +43,9 @@ class TrainConfig:
     eval_iters: int = 20  # validation batches per evaluation
     log_interval: int = 10  # steps between metrics.jsonl lines
     seed: int = 1337
+    # Pretraining: 0 draws windows from the whole train split; N only from its first N tokens, so a run of more
+    # tokens than N repeats them (the data-limited regime `groklm scaling` measures).
+    train_tokens: int = 0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 on a GPU or CPU that has it, else fp16 on a GPU, fp32 on a CPU) | float32 | bfloat16 | float16
     compile: bool = False  # torch.compile the model: slower start, faster steps (GPU)
@@ -64,8 +67,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.warmup_iters < 0 or self.seed < 0:
-            raise ConfigError("warmup_iters and seed must be >= 0")
+        if self.warmup_iters < 0 or self.seed < 0 or self.train_tokens < 0:
+            raise ConfigError("warmup_iters, seed and train_tokens must be >= 0")
         if self.lr_decay_iters is not None and self.lr_decay_iters < 1:
             raise ConfigError(f"lr_decay_iters must be a positive integer or none, got {self.lr_decay_iters}")
         if not 0.0 <= self.min_lr <= self.lr:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from groklm.data.manifest import copy_manifest
 from groklm.data.shards import TokenShards, batch_offsets, get_batch
 from groklm.errors import CheckpointError, ConfigError, DataError
 from groklm.model.arch import build_model, check_arch, config_class, make_config
@@ -96,6 +97,8 @@ def pretrain(
     tokenizer = shards.dir / TOKENIZER_DIR
 
     def build(place: Place):
+        if place.dist.is_main and not resume:  # the data's provenance travels with the model
+            copy_manifest(shards.dir, run.path)
         model = build_model(arch, model_cfg)
         # On resume the checkpoint brings the weights, except for LoRA: it holds only the adapters.
         if base is not None and (not resume or lora is not None):
@@ -255,7 +258,13 @@ def check_data(shards: TokenShards, config, data_dir) -> None:
 
 def make_batches(tokens: np.ndarray, cfg: TrainConfig, block_size: int):
     """Step `step`'s global batch is batch_size * grad_accum windows drawn from (seed, step);
-    micro-batch m is its m-th slice of batch_size windows. Each process asks for its own m's."""
+    micro-batch m is its m-th slice of batch_size windows. Each process asks for its own m's.
+    cfg.train_tokens > 0 draws the windows from the first train_tokens tokens only."""
+    if cfg.train_tokens:
+        if cfg.train_tokens <= block_size:
+            raise ConfigError(f"train_tokens={cfg.train_tokens} holds no window of block_size+1={block_size + 1} tokens")
+        tokens = tokens[: cfg.train_tokens]
+
     def batches(step: int, micros: range):
         offsets = batch_offsets(cfg.seed, step, cfg.grad_accum * cfg.batch_size, len(tokens), block_size)
         for m in micros:

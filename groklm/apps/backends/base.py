@@ -4,6 +4,8 @@ Every backend (local.py: a groklm run on our Engine; hf.py: a transformers check
 openai.py: any OpenAI-compatible HTTP API) offers the same calls:
 
     chat(messages, **options) -> Reply      one reply; options below
+    chat_many([messages, ...], **options) -> [Reply]   one reply per conversation, in order:
+                                            a loop over chat(), or one batch on the local engine
     stream(messages, **options) -> text pieces as they are generated
     count_tokens(messages) -> int | None    prompt length (None: only the server knows)
     score(messages, replies) -> [log p(reply | messages)]   where the model's logits are at hand
@@ -151,6 +153,11 @@ class Backend(ABC):
                 "gen_ai.output.messages": json.dumps([output], ensure_ascii=False),
             })
         return reply
+
+    def chat_many(self, conversations: Sequence[Sequence[dict]], **options) -> list[Reply]:
+        """A reply to each conversation, in order, with the same options. Here one chat() after
+        another; a backend that can decode several at once (local) overrides it."""
+        return [self.chat(messages, **options) for messages in conversations]
 
     def stream(self, messages: Sequence[dict], **options) -> Iterator[str]:
         opts = self._options(options)

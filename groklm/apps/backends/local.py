@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 from groklm.apps.backends.base import Backend, ChatOptions, Logprob, Reply, Usage, callable_tools, finish_reply
+from groklm.apps.tracing import span
 from groklm.errors import ConfigError
 from groklm.infer.constrain import Grammar
 from groklm.infer.engine import Engine
@@ -26,10 +27,11 @@ class LocalBackend(Backend):
     capabilities = frozenset({"grammar", "tools", "logprobs", "score"})
 
     def __init__(self, run_dir: str | os.PathLike | None = None, device: str = "cpu", engine: Engine | None = None,
-                 name: str | None = None):
+                 name: str | None = None, max_batch: int = 1):
+        """max_batch: conversations decoded together by chat_many (one slot of KV cache each)."""
         if engine is None and run_dir is None:
             raise ConfigError("LocalBackend needs a run directory (or an Engine)")
-        self.engine = engine if engine is not None else Engine.from_run(run_dir, device=device, max_batch=1)
+        self.engine = engine if engine is not None else Engine.from_run(run_dir, device=device, max_batch=max_batch)
         check_chat_template(self.engine.tokenizer, f"{run_dir}/{TOKENIZER_DIR}/tokenizer.json" if run_dir else None)
         super().__init__(name or str(run_dir or "engine"))
 
@@ -47,6 +49,19 @@ class LocalBackend(Backend):
     def _chat(self, messages: list[dict], opts: ChatOptions) -> Reply:
         prompt, grammar, tools = self._prepare(messages, opts)
         [done] = self.engine.generate([prompt], opts.sampling(), constraints=grammar)
+        return self._reply(done, tools)
+
+    def chat_many(self, conversations: Sequence[Sequence[dict]], **options) -> list[Reply]:
+        """One engine.generate call for all the conversations: the engine decodes up to max_batch
+        of them together (continuous batching), so a batch costs little more than its longest reply."""
+        opts = self._options(options)
+        with span(f"chat {self.model}", {**self._request_attributes([], opts), "groklm.batch": len(conversations)}):
+            prepared = [self._prepare(list(messages), opts) for messages in conversations]
+            done = self.engine.generate([prompt for prompt, _, _ in prepared], opts.sampling(),
+                                        constraints=[grammar for _, grammar, _ in prepared])
+            return [self._reply(completion, tools) for completion, (_, _, tools) in zip(done, prepared)]
+
+    def _reply(self, done, tools: list[ToolSpec]) -> Reply:
         logprobs = [Logprob(lp.token, lp.logprob, lp.top) for lp in done.logprobs] if done.logprobs else None
         return finish_reply(done.text, done.finish_reason, Usage(done.prompt_tokens, done.completion_tokens),
                             self.model, logprobs, tools)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 
 import httpx
 
@@ -91,6 +93,16 @@ class OpenAIBackend(Backend):
         return Reply(message.get("content") or "", choice.get("finish_reason") or "stop",
                      Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
                      data.get("model") or self.model, logprobs, calls)
+
+    def chat_many(self, conversations: Sequence[Sequence[dict]], **options) -> list[Reply]:
+        """All the requests in flight at once, one thread each (a server batches them as it
+        batches any clients' requests); the replies in order. Each thread runs in a copy of the
+        caller's context, so its span is a child of the caller's."""
+        if not conversations:
+            return []
+        with ThreadPoolExecutor(max_workers=len(conversations)) as pool:
+            futures = [pool.submit(copy_context().run, self.chat, messages, **options) for messages in conversations]
+            return [future.result() for future in futures]
 
     def _stream(self, messages: list[dict], opts: ChatOptions) -> Iterator[str]:
         body = self._body(messages, opts, True)

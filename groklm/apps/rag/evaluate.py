@@ -20,16 +20,24 @@ For one query with relevant set R and ranking r1, r2, ...:
     nDCG@10   = DCG / ideal DCG, DCG = sum over relevant ranks i <= 10 of 1 / log2(i + 1)
                                                        are all of them near the top?
 
-and each metric is averaged over the queries.
+and each metric is averaged over the queries; with `latency=True`, so is `ms_per_query`, the
+time one query's retrieval took (embedding it included).
+
+Given a second stage (rerank.py: a query rewriter, a reranker, or both), the mode
+`stage_mode` is measured again with each: rows "hybrid+rewrite", "hybrid+rerank" and
+"hybrid+rewrite+rerank" beside the plain "hybrid", so what a stage adds to the metrics and
+to the latency can be read off side by side.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groklm.apps.rag.retrieve import MODES, rank
+from groklm.apps.rag.rerank import RERANK_DEPTH
+from groklm.apps.rag.retrieve import MODES, search
 from groklm.errors import DataError
 from groklm.jsonl import read_jsonl
 
@@ -102,27 +110,41 @@ def absent_entries(queries: list[Query]) -> list[str]:
     return [name for query in queries for name in query.absent]
 
 
-def ranking_for(index, query: Query, mode: str, depth: int, query_vector) -> list[str]:
-    """The query's ranking in `mode`: chunk ids, or sources (each at its best chunk's rank)."""
+def ranking_for(index, query: Query, mode: str, depth: int, **stages) -> list[str]:
+    """The query's ranking in `mode`: chunk ids, or sources (each at its best chunk's rank).
+    stages: search()'s second-stage options (rewrite, reranker, rerank_depth)."""
     # Judging files, the top chunks may share a file: look deeper to rank `depth` files.
-    positions, _ = rank(index, query.text, query_vector, depth * (5 if query.by_source else 1), mode)
-    chunks = index.chunks_at(positions)
+    hits = search(index, query.text, depth * (5 if query.by_source else 1), mode, **stages)
     if not query.by_source:
-        return [c.id for c in chunks]
-    return list(dict.fromkeys(c.source for c in chunks))[:depth]
+        return [hit.chunk.id for hit in hits]
+    return list(dict.fromkeys(hit.chunk.source for hit in hits))[:depth]
 
 
-def evaluate(index, queries: list[Query], k: int = 10, modes: tuple[str, ...] = MODES) -> dict:
-    """{mode: {"recall@k": ..., "mrr@10": ..., "ndcg@10": ...}} averaged over the queries."""
-    vectors = index.embedder.embed([q.text for q in queries])
+def evaluate(index, queries: list[Query], k: int = 10, modes: tuple[str, ...] = MODES, rewrite=None, reranker=None,
+             rerank_depth: int = RERANK_DEPTH, stage_mode: str = "hybrid", latency: bool = False) -> dict:
+    """{row: {"recall@k": ..., "mrr@10": ..., "ndcg@10": ...}} averaged over the queries (and
+    "ms_per_query" with `latency`): a row per mode, one per second-stage combination (module doc)."""
+    plans = {mode: (mode, {}) for mode in modes}  # row name: (mode, search()'s second-stage options)
+    rewriting, reranking = {"rewrite": rewrite}, {"reranker": reranker, "rerank_depth": rerank_depth}
+    if rewrite is not None or reranker is not None:
+        plans.setdefault(stage_mode, (stage_mode, {}))  # the baseline each stage is compared with
+    if rewrite is not None:
+        plans[f"{stage_mode}+rewrite"] = (stage_mode, rewriting)
+    if reranker is not None:
+        plans[f"{stage_mode}+rerank"] = (stage_mode, reranking)
+    if rewrite is not None and reranker is not None:
+        plans[f"{stage_mode}+rewrite+rerank"] = (stage_mode, rewriting | reranking)
     depth = max(k, 10)
     results = {}
-    for mode in modes:
-        totals = {f"recall@{k}": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0}
-        for query, vector in zip(queries, vectors):
-            ranking = ranking_for(index, query, mode, depth, vector)
+    for name, (mode, options) in plans.items():
+        totals = {f"recall@{k}": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0} | ({"ms_per_query": 0.0} if latency else {})
+        for query in queries:
+            start = time.perf_counter()
+            ranking = ranking_for(index, query, mode, depth, **options)
+            if latency:
+                totals["ms_per_query"] += (time.perf_counter() - start) * 1000
             totals[f"recall@{k}"] += recall_at_k(ranking, query.relevant, k)
             totals["mrr@10"] += reciprocal_rank(ranking, query.relevant)
             totals["ndcg@10"] += ndcg_at_k(ranking, query.relevant)
-        results[mode] = {name: round(total / len(queries), 4) for name, total in totals.items()}
+        results[name] = {metric: round(total / len(queries), 4) for metric, total in totals.items()}
     return results

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 
 from groklm.apps.rag.chunk import approx_tokens
+from groklm.apps.rag.rerank import RERANK_DEPTH
 from groklm.apps.rag.retrieve import Hit, search
 
 NOT_FOUND = "Not found in the documents."
@@ -128,11 +129,14 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 
 
 def answer(question: str, index, backend, k: int = 5, mode: str = "hybrid", min_similarity: float = 0.3,
-           budget_tokens: int = 1500, filters: dict | None = None, check=None, recheck: int = 1, **options) -> Answer:
+           budget_tokens: int = 1500, filters: dict | None = None, check=None, recheck: int = 1,
+           rewrite=None, reranker=None, rerank_depth: int = RERANK_DEPTH, **options) -> Answer:
     """Retrieve, prompt, answer and cite. `options` go to backend.chat (max_tokens, temperature, ...).
     check: None, or check(answer_text, passages_text) -> a verdict with .ok and .reason (see the
-    module docstring); an answer it rejects is asked again with the reason, up to `recheck` times."""
-    hits = search(index, question, k=k, mode=mode, filters=filters)
+    module docstring); an answer it rejects is asked again with the reason, up to `recheck` times.
+    rewrite, reranker, rerank_depth: the optional second stage of retrieval (retrieve.search)."""
+    hits = search(index, question, k=k, mode=mode, filters=filters, rewrite=rewrite, reranker=reranker,
+                  rerank_depth=rerank_depth)
     relevant = [hit for hit in hits if hit.similarity >= min_similarity]
     if not relevant:
         return Answer(NOT_FOUND, found=False, hits=hits)

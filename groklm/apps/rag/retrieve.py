@@ -12,6 +12,10 @@
 Every hit also carries `similarity`, the cosine of the query with the chunk whatever the
 mode, because that is the one score with a fixed meaning: answer() uses it to decide whether
 anything relevant was found at all.
+
+Two optional second-stage steps (rerank.py) wrap any mode: `rewrite` turns the query into
+more queries, whose rankings are fused with the original's by RRF; `reranker` re-scores the
+top `rerank_depth` hits with a slower, more exact judge.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from groklm.apps.rag.chunk import Chunk
+from groklm.apps.rag.rerank import RERANK_DEPTH, rerank
 from groklm.apps.rag.vectors import exact_search, top_k
 from groklm.errors import ConfigError
 
@@ -42,15 +47,28 @@ class Hit:
 
 
 def search(index, query: str, k: int = 5, mode: str = "hybrid", filters: dict | None = None,
-           approximate: bool = False) -> list[Hit]:
-    """The k best chunks of `index` for `query`, best first."""
+           approximate: bool = False, rewrite=None, reranker=None, rerank_depth: int = RERANK_DEPTH) -> list[Hit]:
+    """The k best chunks of `index` for `query`, best first.
+
+    rewrite: None, or query -> more queries (rerank.Rewriter); all are searched, with the
+    original, and fused by RRF. reranker: None, or a reranker (rerank.py) that re-scores the
+    first stage's top `rerank_depth`; past that depth the first stage's order follows."""
     if mode not in MODES:
         raise ConfigError(f"unknown search mode {mode!r}; choose from {', '.join(MODES)}")
-    query_vector = index.embedder.embed([query])[0]
-    positions, scores = rank(index, query, query_vector, k, mode, filters, approximate)
+    if rerank_depth < 1:
+        raise ConfigError(f"rerank_depth must be >= 1, got {rerank_depth}")
+    queries = list(dict.fromkeys([query, *rewrite(query)])) if rewrite is not None else [query]
+    depth = max(k, rerank_depth) if reranker is not None else k
+    vectors = index.embedder.embed(queries)
+    rankings = [rank(index, q, v, depth, mode, filters, approximate) for q, v in zip(queries, vectors)]
+    positions, scores = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion([p for p, _ in rankings], depth)
     chunks = index.chunks_at(positions)
-    similarities = index.vectors[positions] @ query_vector if len(positions) else np.zeros(0)
-    return [Hit(c, float(s), float(sim)) for c, s, sim in zip(chunks, scores, similarities)]
+    # The best cosine with any of the queries: a chunk one rewrite found is as relevant as its match.
+    similarities = (index.vectors[positions] @ vectors.T).max(axis=1) if len(positions) else np.zeros(0)
+    hits = [Hit(c, float(s), float(sim)) for c, s, sim in zip(chunks, scores, similarities)]
+    if reranker is not None:
+        hits = rerank(query, hits[:rerank_depth], reranker) + hits[rerank_depth:]
+    return hits[:k]
 
 
 def rank(index, query: str, query_vector: np.ndarray, k: int, mode: str, filters: dict | None = None,
