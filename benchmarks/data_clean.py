@@ -123,7 +123,7 @@ def heldout_loss(run: Path, text: str) -> float:
 
 def experiment(base: list[str], folder: Path, iters: int, seed: int) -> dict:
     from groklm.data.clean import CleanConfig
-    from groklm.data.shards import prepare
+    from groklm.data.prepare import prepare
     from groklm.rundir import read_json
     from groklm.train.pretrain import pretrain
 

@@ -39,7 +39,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from groklm.data.shards import TokenShards, prepare  # noqa: E402
+from groklm.data.prepare import prepare  # noqa: E402
+from groklm.data.shards import TokenShards  # noqa: E402
 from groklm.data.sources import pystdlib_files, shakespeare_file  # noqa: E402
 from groklm.experiments.compare import loss_at, loss_by_position, seconds_per_step  # noqa: E402
 from groklm.model.arch import load_model  # noqa: E402

@@ -47,7 +47,7 @@ def rephrase_corpus(args, source: Path) -> tuple[dict, list[dict]]:
 
 
 def experiment(records: list[dict], heldout: str, folder: Path, iters: int, seeds: int) -> dict:
-    from groklm.data.shards import prepare
+    from groklm.data.prepare import prepare
     from groklm.tokenizer.char import CharTokenizer
     from groklm.train.pretrain import pretrain
 

@@ -57,7 +57,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from groklm.data.shards import prepare
+    from groklm.data.prepare import prepare
     from groklm.data.sources import shakespeare_file
     from groklm.train.plots import read_metrics
     from groklm.train.pretrain import pretrain

@@ -28,7 +28,7 @@ from groklm.experiments.compare import (
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from groklm.data.shards import prepare
+    from groklm.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("compare")
     rng = random.Random(0)

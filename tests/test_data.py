@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from groklm.data import sources
-from groklm.data.shards import META_FILE, ShardWriter, TokenShards, batch_offsets, dtype_for_vocab, get_batch, prepare
+from groklm.data.prepare import prepare
+from groklm.data.shards import META_FILE, ShardWriter, TokenShards, batch_offsets, dtype_for_vocab, get_batch
 from groklm.errors import ConfigError, DataError, TokenizerError
 from groklm.rundir import write_json
 from groklm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer

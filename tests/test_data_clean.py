@@ -16,8 +16,8 @@ import pytest
 from groklm.cli.main import main
 from groklm.data.clean import CleanConfig, Cleaner, Document, clean_corpus, normalise, select_rules, shingles
 from groklm.data.manifest import MANIFEST_FILE, RUN_MANIFEST_FILE, parse_licenses
+from groklm.data.prepare import prepare
 from groklm.data.quality import QUALITY_RULES, failed_rule, strip_boilerplate
-from groklm.data.shards import prepare
 from groklm.errors import ConfigError, DataError
 from groklm.rundir import read_json
 from groklm.train.pretrain import pretrain

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from groklm.cli.main import main
-from groklm.data.shards import prepare
+from groklm.data.prepare import prepare
 from groklm.errors import CheckpointError, ConfigError
 from groklm.model import GPT
 from groklm.model.lora import ADAPTERS_FILE, lora_layers

@@ -17,7 +17,7 @@ import groklm
 from groklm.apps.backends import load_backend
 from groklm.cli.main import main
 from groklm.cli.model import run_attention, run_sample
-from groklm.data.shards import prepare
+from groklm.data.prepare import prepare
 from groklm.errors import CheckpointError, ConfigError
 from groklm.infer.chat import chat_loop
 from groklm.infer.decode import generate

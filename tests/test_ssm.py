@@ -14,7 +14,7 @@ import torch
 
 import groklm
 from groklm.cli.main import main
-from groklm.data.shards import prepare
+from groklm.data.prepare import prepare
 from groklm.errors import ConfigError
 from groklm.experiments.compare import MODELS, WIDTH_STEP, check_models, count_params, size_model
 from groklm.infer.decode import CarriedState, WindowedForward, decode

@@ -135,7 +135,7 @@ def print_cleaning(manifest: dict) -> None:
 
 def run_prepare(args: argparse.Namespace) -> None:
     from groklm.data.manifest import MANIFEST_FILE
-    from groklm.data.shards import prepare
+    from groklm.data.prepare import prepare
     from groklm.rundir import read_json
 
     cleaning_flags = [flag for flag, value in (("--rules", args.rules), ("--no-rule", args.no_rule),

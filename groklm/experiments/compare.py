@@ -50,7 +50,7 @@ from groklm.tokenizer import load_tokenizer
 from groklm.train.config import TrainConfig, parse_value
 from groklm.train.distributed import Distributed
 from groklm.train.loop import Setup, make_optimizer, resolve_device, resolve_dtype, train_step
-from groklm.train.plots import read_metrics
+from groklm.train.plots import read_metrics, save_png
 from groklm.train.pretrain import loss_function, make_batches, pretrain
 
 MODELS = ("gpt", "rnn", "lstm", "gru", "moe", "mod", "mamba", "rwkv", "jamba")
@@ -591,9 +591,7 @@ def plot_curves(report: dict, out: Path) -> list[Path]:
     paths = []
 
     def save(fig, name: str) -> None:
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, format="png")
-        paths.append(out / name)
+        paths.append(save_png(fig, out / name))
 
     for key, label, name in (("elapsed", "wall time (s)", "val_loss_vs_time.png"),
                              ("tokens", "tokens seen", "val_loss_vs_tokens.png")):

@@ -44,6 +44,7 @@ from groklm.model.arch import build_model, make_config
 from groklm.model.gpt import GPTConfig
 from groklm.rundir import atomic_path, write_json
 from groklm.train.config import split_overrides
+from groklm.train.plots import save_png
 from groklm.train.pretrain import VOCAB_MULTIPLE, pretrain
 
 DEFAULT_SIZES = (10_000, 25_000, 60_000, 150_000, 400_000)  # non-embedding parameters: a CPU's minutes
@@ -326,9 +327,7 @@ def plot_all(out: Path, report: dict) -> list[Path]:
     law, runs, paths = report["law"], report["runs"], []
 
     def save(fig, name: str) -> None:
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, format="png")
-        paths.append(out / name)
+        paths.append(save_png(fig, out / name))
 
     fig = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
     ax = fig.subplots()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from groklm.data.shards import prepare
+from groklm.data.prepare import prepare
 from groklm.data.sources import pystdlib_files
 from groklm.errors import ConfigError
 from groklm.eval.harness import evaluate_run, generate_answers
