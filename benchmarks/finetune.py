@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -128,6 +130,14 @@ def in_subprocess(spec: dict) -> dict:
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def base_and_out(run: str | None, out: str | None) -> Iterator[tuple[str, Path]]:
+    """(the run to start from, where trained runs go): --run or SmolLM2 imported into a scratch
+    directory, and --out or that scratch directory, which is removed at the end."""
+    with tempfile.TemporaryDirectory() as scratch:
+        yield ensure_run(run, Path(scratch)), Path(out) if out else Path(scratch)
 
 
 def ensure_run(run: str | None, scratch: Path) -> str:

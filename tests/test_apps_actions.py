@@ -308,7 +308,7 @@ def test_web_search_over_a_rag_index_by_default(tmp_path):
 
 
 def test_tools_are_refused_unless_enabled(tmp_path, smtp):
-    _, port = smtp()
+    inbox, port = smtp()
     policy = ActionPolicy({"shell"}, shell=ShellSettings(["echo"], tmp_path),
                           email=EmailSettings("127.0.0.1", "a@corp.test", ["boss@corp.test"], port=port), confirm=yes)
     assert [t.name for t in policy.tools()] == ["shell"]  # configured but not enabled: not offered ...
@@ -321,7 +321,10 @@ def test_tools_are_refused_unless_enabled(tmp_path, smtp):
     # A model that calls a tool it was not given reads why, and can go on.
     backend = Scripted([[("email", {"to": ["boss@corp.test"], "subject": "s", "body": "b"})], "I cannot send email."])
     answer = Agent(backend, policy.tools()).run("Mail the boss")
-    assert "there is no tool 'email'; the tools are shell" in answer.steps[0].calls[0]["observation"]
+    observation = answer.steps[0].calls[0]["observation"]
+    assert "the email tool is not enabled by the user (the tools are shell)" in observation
+    assert "groklm agent --enable email" in observation
+    assert inbox.messages == []
 
 
 def test_every_action_is_confirmed_showing_exactly_what_will_happen(smtp, tmp_path):

@@ -141,5 +141,6 @@ def test_search_documents_over_a_rag_index(tmp_path):
     tool = search_tool(index, k=1)
     assert tool.name == "search_documents" and tool.parameters["required"] == ["query"]
     result = tool.call({"query": "what does error E42 mean"})
-    assert result.ok and result.content.startswith("[1] (/d/manual.pdf, page 4) Error E42 means the fuel filter")
+    assert result.ok and result.content.startswith("[untrusted data from the document collection")
+    assert "\n<<<\n[1] (/d/manual.pdf, page 4) Error E42 means the fuel filter" in result.content
     assert "Cats" not in result.content

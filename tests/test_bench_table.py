@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 # cleaning's throughput and raw-vs-clean loss; rephrasing; the tokenizers' cost per language; the
 # reranker against its own first stage, seconds a query on a CPU), and bench itself.
 NOT_ROWS = {"bench", "growth", "schemas", "finetune", "lora_real_model", "spin", "two_reward_models", "data_clean",
-            "rephrase", "tokenizer_languages", "rerank"}
+            "rephrase", "tokenizer_languages", "rerank", "api_calls", "tiktoken_offline"}
 
 
 def load_bench():

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from groklm.cli import apis as apis_cli
 from groklm.cli import apps as apps_cli
 from groklm.cli import chat as chat_cli
 from groklm.cli import experiments as experiments_cli
@@ -82,6 +83,8 @@ def test_every_command_has_help():
 def test_choices_written_out_in_the_cli_match_the_library():
     """The CLI names a few library constants without importing their (heavy) modules."""
     from groklm.apps import actions, distill
+    from groklm.apps.api_calls import dataset as api_dataset
+    from groklm.apps.api_calls import evaluate as api_evaluate
     from groklm.apps.rag.retrieve import MODES
     from groklm.experiments.compare import DEFAULT_MODELS, MODELS
     from groklm.infer.chat import HELP
@@ -89,6 +92,7 @@ def test_choices_written_out_in_the_cli_match_the_library():
 
     assert train_cli.DPO_LOSSES == LOSSES
     assert rag_cli.MODES == MODES
+    assert apis_cli.CONDITIONS == api_evaluate.CONDITIONS and set(apis_cli.EVAL_SPLITS) < set(api_dataset.SPLITS)
     assert chat_cli.CHAT_HELP == HELP
     assert apps_cli.ACTIONS == actions.ACTIONS
     assert apps_cli.DISTILL_STUDENTS == distill.STUDENTS and apps_cli.DISTILL_LABELS_FILE == distill.LABELS_FILE

@@ -11,11 +11,11 @@ import argparse
 import sys
 import warnings
 
-from groklm.cli import apps, chat, data, evaluate, experiments, interop, model, rag, serve, tokenizer, train
+from groklm.cli import apis, apps, chat, data, evaluate, experiments, interop, model, rag, serve, tokenizer, train
 from groklm.errors import GroklmError
 
 # The order of a model's life, and the order `groklm --help` lists the commands in.
-FAMILIES = (tokenizer, data, train, evaluate, chat, serve, model, interop, rag, apps, experiments)
+FAMILIES = (tokenizer, data, train, evaluate, chat, serve, model, interop, rag, apps, apis, experiments)
 
 
 def build_parser() -> argparse.ArgumentParser:
