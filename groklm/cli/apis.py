@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from groklm.cli.apps import split_list
 from groklm.errors import ConfigError, DataError
 
 # As groklm.apps.api_calls.evaluate.CONDITIONS and dataset.SPLITS (not imported: torch);
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
 
 
 def comma_list(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+    items = split_list([value])
     if not items or any(v not in allowed for v in items):
         raise ConfigError(f"{flag} takes a comma-separated list from {', '.join(allowed)}; got {value!r}")
     return items

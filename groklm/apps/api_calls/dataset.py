@@ -102,10 +102,10 @@ def build_index(catalog: Catalog, docs_dir: Path, index_dir: Path, embedder) -> 
     docs_dir.mkdir(parents=True, exist_ok=True)
     documents = []
     for api in catalog.apis:
-        page = docs_dir / f"{api.name}.md"
-        page.write_text(api.doc())
+        page, text = docs_dir / f"{api.name}.md", api.doc()
+        page.write_text(text)
         split = HELD_OUT if api.name in catalog.held_out else SEEN
-        documents.append(Document(str(page.resolve()), api.doc(), "markdown", {"api": api.name, "split": split}))
+        documents.append(Document(str(page.resolve()), text, "markdown", {"api": api.name, "split": split}))
     index = Index.create(index_dir, embedder)
     index.upsert(documents)
     return index
